@@ -1,0 +1,110 @@
+"""Simulator speed against PyFibreBundle's Delaunay interpolation, in one run.
+
+Targets (576×576 grid, 30,000 fibres, 2-core machine): set-up <= 2 s, and a full simulation
+(Voronoi means, noise and interpolation) per frame in batched mode no slower than
+PyFibreBundle's interpolation alone (``recon_tri_interp`` with numba) per frame.
+
+    python benchmarks/bench_simulator.py [--size 576] [--fibres 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import median_seconds, print_table
+
+from napari_pclesr import FibreLayout, Simulator
+
+
+def pybundle_reference(layout: FibreLayout, frame: np.ndarray):
+    """Set-up seconds and per-frame seconds of PyFibreBundle, or None when not installed."""
+    try:
+        import pybundle
+    except ImportError:
+        return None
+    height, width = layout.shape
+    # PyFibreBundle reads core values at integer camera pixels and reconstructs a square grid
+    # centred on (centreX, centreY) with the given radius: this covers our grid pixel for pixel.
+    cores = np.rint(layout.positions).astype(np.int64)
+    centre_row, centre_col = (height - 1) / 2, (width - 1) / 2
+    radius = (max(height, width) - 1) / 2
+
+    def calibrate():
+        return pybundle.init_tri_interp(
+            frame, cores[:, 1], cores[:, 0], centre_col, centre_row, radius, max(height, width)
+        )
+
+    setup = median_seconds(calibrate, repeats=3, warmup=0)
+    calibration = calibrate()
+    per_frame = {
+        numba: median_seconds(
+            lambda numba=numba: pybundle.recon_tri_interp(frame, calibration, numba=numba),
+            repeats=21,
+            warmup=2,
+        )
+        for numba in (True, False)
+    }
+    return setup, per_frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=576)
+    parser.add_argument("--fibres", type=int, default=30000)
+    args = parser.parse_args()
+
+    shape = (args.size, args.size)
+    layout = FibreLayout.synthetic(shape, n_fibres=args.fibres, seed=0)
+    rng = np.random.default_rng(0)
+    setup = median_seconds(lambda: Simulator(layout), repeats=3, warmup=1)
+    simulator = Simulator(layout)
+
+    rows = [("set-up (s)", setup, None, None)]
+    reference = pybundle_reference(layout, rng.random(shape) * 255)
+    if reference is not None:
+        rows[0] = ("set-up (s)", setup, reference[0], None)
+    numba_ms = reference[1][True] * 1e3 if reference else None
+    numpy_ms = reference[1][False] * 1e3 if reference else None
+
+    for frames in (1, 8, 32):
+        stack = rng.random((frames, *shape), dtype=np.float32)
+        hr = stack[0] if frames == 1 else stack
+        seconds = median_seconds(lambda hr=hr: simulator.simulate(hr, seed=0), repeats=7)
+        rows.append((f"simulate, {frames} frame(s) a call (ms/frame)", seconds * 1e3 / frames))
+    for frames in (1, 32):
+        signals = rng.random((frames, layout.n_fibres), dtype=np.float32)
+        values = signals[0] if frames == 1 else signals
+        seconds = median_seconds(lambda values=values: simulator.interpolate(values), repeats=7)
+        rows.append((f"interpolate, {frames} frame(s) a call (ms/frame)", seconds * 1e3 / frames))
+    rows = [
+        (name, ours, numba_ms if "ms" in name else ref, numpy_ms if "ms" in name else None)
+        for name, ours, *rest in rows
+        for ref in [rest[0] if rest else None]
+    ]
+
+    print(f"grid {shape[0]}x{shape[1]}, {layout.n_fibres} fibres, {os.cpu_count()} CPU cores")
+    print_table(
+        "napari-pclesr Simulator vs PyFibreBundle recon_tri_interp (interpolation only)",
+        ("measure", "napari-pclesr", "pybundle numba", "pybundle numpy"),
+        [tuple("n/a" if value is None else value for value in row) for row in rows],
+    )
+    if reference is None:
+        print(
+            "\nPyFibreBundle is not installed (pip install pyfibrebundle numba): reference skipped."
+        )
+        return
+    batched = min(row[1] for row in rows if row[0].startswith("simulate, 32"))
+    print(f"\nset-up target <= 2 s: {setup:.2f} s -> {'met' if setup <= 2 else 'MISSED'}")
+    print(
+        f"batched full simulate {batched:.2f} ms/frame vs pybundle interpolation-only "
+        f"{numba_ms:.2f} ms/frame -> {'met' if batched <= numba_ms else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Sample data: procedural pCLE-like phantoms, phantom sequences and local natural images.
+
+Nothing here downloads anything.
+"""
+
+from napari_pclesr.data.natural import NATURAL_IMAGES, natural_image
+from napari_pclesr.data.patches import Normalisation, PairedSequences
+from napari_pclesr.data.phantoms import PhantomSequence, phantom, phantom_sequence
+from napari_pclesr.data.splits import SequenceSplit, split_sequences
+
+__all__ = [
+    "NATURAL_IMAGES",
+    "Normalisation",
+    "PairedSequences",
+    "PhantomSequence",
+    "SequenceSplit",
+    "natural_image",
+    "phantom",
+    "phantom_sequence",
+    "split_sequences",
+]

@@ -1,0 +1,226 @@
+"""Fibre layouts: where the fibres of a bundle sit on the reconstruction grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from napari_pclesr.fibre.files import read_layout_file, write_layout_file
+from napari_pclesr.fibre.synthetic import hexagonal_bundle
+
+
+@dataclass(frozen=True, eq=False)
+class FibreLayout:
+    """Fibre centres of a fibre bundle on a pixel grid.
+
+    Parameters
+    ----------
+    positions : array_like, shape (N, 2)
+        (row, col) coordinates of the fibre centres in pixels, with pixel centres at integer
+        coordinates. Every fibre must lie on the grid: ``-0.5 <= row <= H - 0.5`` and likewise
+        for columns.
+    shape : tuple of int
+        (H, W) of the grid the layout lives on.
+
+    Raises
+    ------
+    ValueError
+        For fewer than 3 fibres, NaN or infinite positions, fibres outside the grid, duplicate
+        positions, or fibres that all lie on one line (no triangulation exists then).
+
+    Examples
+    --------
+    >>> layout = FibreLayout.synthetic(shape=(128, 128), n_fibres=1500, seed=0)
+    >>> layout.n_fibres
+    1500
+    """
+
+    positions: np.ndarray
+    shape: tuple[int, int]
+
+    def __post_init__(self):
+        positions = np.array(self.positions, dtype=np.float64)
+        shape = _check_shape(self.shape)
+        _check_positions(positions, shape)
+        positions.setflags(write=False)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "shape", shape)
+
+    @property
+    def n_fibres(self) -> int:
+        """The number of fibres N."""
+        return len(self.positions)
+
+    def __repr__(self) -> str:
+        return f"FibreLayout(n_fibres={self.n_fibres}, shape={self.shape})"
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, FibreLayout):
+            return NotImplemented
+        return self.shape == other.shape and np.array_equal(self.positions, other.positions)
+
+    __hash__ = None
+
+    def nearest_neighbour_distances(self) -> np.ndarray:
+        """Distance from each fibre to its nearest neighbour, in pixels, shape (N,)."""
+        distances, _ = cKDTree(self.positions).query(self.positions, k=2)
+        return distances[:, 1]
+
+    def spacing_stats(self) -> dict[str, float]:
+        """Nearest-neighbour spacing statistics (pixels): mean, std, median, 5th/95th percentile.
+
+        A real bundle has a median spacing close to its core pitch and a coefficient of variation
+        (std / mean) of roughly 0.1–0.2, because the packing is only locally hexagonal.
+        """
+        distances = self.nearest_neighbour_distances()
+        return {
+            "mean": float(distances.mean()),
+            "std": float(distances.std()),
+            "median": float(np.median(distances)),
+            "p05": float(np.percentile(distances, 5)),
+            "p95": float(np.percentile(distances, 95)),
+            "cv": float(distances.std() / distances.mean()),
+        }
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def synthetic(
+        cls,
+        shape: tuple[int, int] = (576, 576),
+        n_fibres: int = 30000,
+        seed: int | None = 0,
+        *,
+        jitter: float = 0.065,
+        warp: float = 0.6,
+        fov_fraction: float = 0.98,
+    ) -> FibreLayout:
+        """Make a realistic bundle: near-hexagonal packing with jitter in a circular field of view.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            (H, W) of the grid.
+        n_fibres : int
+            Exact number of fibres.
+        seed : int or None
+            Seed of the random lattice orientation, jitter and warp.
+        jitter : float
+            Standard deviation of the independent displacement of each fibre, as a fraction of the
+            lattice pitch.
+        warp : float
+            Amplitude of a smooth random deformation of the lattice, in lattice pitches. Real
+            bundles are hexagonal only in small domains; the warp bends the lattice rows.
+        fov_fraction : float
+            Diameter of the circular field of view as a fraction of the smaller grid side.
+
+        Returns
+        -------
+        FibreLayout
+        """
+        shape = _check_shape(shape)
+        positions = hexagonal_bundle(
+            shape, int(n_fibres), np.random.default_rng(seed), jitter, warp, fov_fraction
+        )
+        return cls(positions, shape)
+
+    @classmethod
+    def detect(
+        cls,
+        raw_frame,
+        background=None,
+        spacing: float | None = None,
+    ) -> FibreLayout:
+        """Find the fibre cores in a raw camera frame of a bundle.
+
+        See :func:`napari_pclesr.fibre.detect.find_cores` for the method and parameters.
+        """
+        from napari_pclesr.fibre.detect import find_cores
+
+        frame = np.asarray(background if background is not None else raw_frame)
+        return cls(find_cores(frame, spacing=spacing), frame.shape[:2])
+
+    # -- files ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path, shape: tuple[int, int] | None = None) -> FibreLayout:
+        """Read a layout from ``.csv``, ``.npy`` or ``.npz``.
+
+        ``.csv`` files have a header ``row,col`` and may start with a comment line
+        ``# shape=H,W``. ``.npz`` files hold ``positions`` and ``shape``. ``.npy`` files hold only
+        the (N, 2) positions; give ``shape`` or the smallest grid that holds every fibre is used.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If the file is not a layout, or its positions are invalid (see the class).
+        """
+        positions, stored_shape = read_layout_file(Path(path))
+        grid = shape if shape is not None else stored_shape
+        if grid is None:
+            grid = tuple(int(np.floor(extent + 0.5)) + 1 for extent in positions.max(axis=0))
+        try:
+            return cls(positions, grid)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    def save(self, path) -> Path:
+        """Write the layout to ``.csv``, ``.npy`` or ``.npz`` atomically; returns the path.
+
+        ``.csv`` and ``.npz`` keep the grid shape; ``.npy`` keeps only the positions. Positions are
+        written with 17 significant digits, so every format round-trips them exactly.
+        """
+        path = Path(path)
+        write_layout_file(path, self.positions, self.shape)
+        return path
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (H, W), got {shape!r}.") from None
+    if height < 2 or width < 2:
+        raise ValueError(f"shape must be at least (2, 2), got {(height, width)}.")
+    return height, width
+
+
+def _check_positions(positions: np.ndarray, shape: tuple[int, int]) -> None:
+    if positions.ndim != 2 or positions.shape[1] != 2:
+        raise ValueError(
+            f"positions must be an (N, 2) array of (row, col), got shape {positions.shape}."
+        )
+    if len(positions) < 3:
+        raise ValueError(
+            f"a fibre layout needs at least 3 fibres for a triangulation, got {len(positions)}."
+        )
+    if not np.all(np.isfinite(positions)):
+        bad = int(np.count_nonzero(~np.isfinite(positions).all(axis=1)))
+        raise ValueError(f"{bad} fibre positions are NaN or infinite; remove or fix them.")
+    limits = np.array(shape) - 0.5
+    outside = np.any((positions < -0.5) | (positions > limits), axis=1)
+    if outside.any():
+        first = positions[np.argmax(outside)]
+        raise ValueError(
+            f"{int(outside.sum())} fibres lie outside the {shape[0]}x{shape[1]} grid "
+            f"(e.g. at row={first[0]:g}, col={first[1]:g}); coordinates must be in "
+            f"[-0.5, H-0.5] x [-0.5, W-0.5]. Give a larger shape or drop those fibres."
+        )
+    unique = np.unique(positions, axis=0)
+    if len(unique) < len(positions):
+        raise ValueError(
+            f"{len(positions) - len(unique)} fibre positions are duplicates; each fibre must "
+            "have its own position (deduplicate with np.unique(positions, axis=0))."
+        )
+    centred = positions - positions.mean(axis=0)
+    singular = np.linalg.svd(centred, compute_uv=False)
+    if singular[1] <= 1e-9 * max(singular[0], 1.0):
+        raise ValueError(
+            "all fibres lie on one line, so no triangulation exists; a layout needs fibres "
+            "spread over an area."
+        )

@@ -1,0 +1,146 @@
+"""A read-only (T, H, W) array-like that loads frames on demand.
+
+napari, NumPy and our own code can use it wherever an array is expected: it has ``shape``,
+``dtype``, ``ndim``, ``len()``, NumPy-style indexing and ``__array__``. Only the frames that an
+index touches are read, and a small cache keeps the most recent ones, so scrubbing through a
+long recording in napari costs memory of the order of a few frames.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+#: Frames kept in each reader's cache, at most this many bytes in all.
+DEFAULT_CACHE_BYTES = 64 * 2**20
+
+
+class LazyFrames:
+    """A stack of frames that are read only when indexed.
+
+    Parameters
+    ----------
+    load : callable
+        ``load(indices)`` takes a sorted, duplicate-free sequence of frame indices and returns
+        an array of shape ``(len(indices), H, W)`` and type ``dtype``.
+    n_frames : int
+        Number of frames T.
+    frame_shape : tuple of int
+        (H, W).
+    dtype : numpy dtype
+        Type of the frames that ``load`` returns.
+    cache_bytes : int
+        Upper bound on the memory used to cache recently read frames.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[Sequence[int]], np.ndarray],
+        n_frames: int,
+        frame_shape: tuple[int, int],
+        dtype,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ):
+        self._load = load
+        self.shape = (int(n_frames), int(frame_shape[0]), int(frame_shape[1]))
+        self.dtype = np.dtype(dtype)
+        frame_bytes = max(1, self.shape[1] * self.shape[2] * self.dtype.itemsize)
+        self._cache_frames = max(1, cache_bytes // frame_bytes)
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        # napari may slice from a worker thread while the GUI thread reads metadata.
+        self._lock = threading.RLock()
+
+    ndim = 3
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Return the frames at ``indices`` (any order, repeats allowed) as one array."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((indices.size, *self.shape[1:]), self.dtype)
+        with self._lock:
+            missing = sorted({int(i) for i in indices} - self._cache.keys())
+            if missing:
+                loaded = np.asarray(self._load(missing))
+                for index, frame in zip(missing, loaded, strict=True):
+                    self._remember(index, frame)
+                fresh = dict(zip(missing, loaded, strict=True))
+            else:
+                fresh = {}
+            for position, index in enumerate(indices):
+                index = int(index)
+                frame = fresh.get(index)
+                if frame is None:
+                    frame = self._cache[index]
+                    self._cache.move_to_end(index)
+                out[position] = frame
+        return out
+
+    def _remember(self, index: int, frame: np.ndarray) -> None:
+        self._cache[index] = frame
+        self._cache.move_to_end(index)
+        while len(self._cache) > self._cache_frames:
+            self._cache.popitem(last=False)
+
+    def __getitem__(self, key):
+        frame_key, rest = _split_key(key)
+        if isinstance(frame_key, (int, np.integer)):
+            index = int(frame_key)
+            if not -self.shape[0] <= index < self.shape[0]:
+                raise IndexError(f"frame index {index} out of range for {self.shape[0]} frames")
+            return self.read([index % self.shape[0]])[0][rest]
+        indices = np.arange(self.shape[0])[frame_key]
+        return self.read(indices)[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.read(range(self.shape[0]))
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for index in range(self.shape[0]):
+            yield self[index]
+
+    def iter_batches(self, batch_frames: int = 16) -> Iterator[np.ndarray]:
+        """Yield consecutive frames in batches of at most ``batch_frames``, in order."""
+        for start in range(0, self.shape[0], batch_frames):
+            yield self.read(range(start, min(start + batch_frames, self.shape[0])))
+
+
+def _split_key(key) -> tuple[object, tuple]:
+    """Split a NumPy index into the part on the frame axis and the part on (H, W)."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if any(part is Ellipsis for part in key):
+        position = next(i for i, part in enumerate(key) if part is Ellipsis)
+        fill = 3 - (len(key) - 1)
+        key = key[:position] + (slice(None),) * fill + key[position + 1 :]
+    if not key:
+        return slice(None), ()
+    if len(key) > 3:
+        raise IndexError(f"too many indices for a 3-D stack: {key!r}")
+    return key[0], tuple(key[1:])
+
+
+def iter_frame_batches(frames, batch_frames: int = 16) -> Iterator[np.ndarray]:
+    """Yield consecutive batches of a (T, H, W) array or array-like, reading each once."""
+    if isinstance(frames, LazyFrames):
+        yield from frames.iter_batches(batch_frames)
+        return
+    for start in range(0, len(frames), batch_frames):
+        yield np.asarray(frames[start : start + batch_frames])

@@ -1,0 +1,40 @@
+"""Super-resolution networks for one-channel pCLE frames, built by name.
+
+>>> from napari_pclesr import models
+>>> models.available()
+['densenet_sr', 'edsr', 'edsr_large', 'fsrcnn']
+>>> net = models.create("fsrcnn", scale=2)
+>>> models.count_parameters(net)
+12809
+
+Every network maps (B, 1, H, W) float frames to (B, 1, scale·H, scale·W), for scale 1, 2, 4
+or 8. See ``docs/models.md``.
+"""
+
+from napari_pclesr.models._common import SUPPORTED_SCALES
+from napari_pclesr.models.densenet_sr import DenseNetSR
+from napari_pclesr.models.edsr import EDSR
+from napari_pclesr.models.fsrcnn import FSRCNN
+from napari_pclesr.models.registry import (
+    ModelSpec,
+    available,
+    count_parameters,
+    create,
+    default_hparams,
+    register,
+    spec,
+)
+
+__all__ = [
+    "EDSR",
+    "FSRCNN",
+    "SUPPORTED_SCALES",
+    "DenseNetSR",
+    "ModelSpec",
+    "available",
+    "count_parameters",
+    "create",
+    "default_hparams",
+    "register",
+    "spec",
+]

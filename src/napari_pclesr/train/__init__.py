@@ -1,0 +1,45 @@
+"""Supervised training: configuration, loop (with DDP under ``torchrun``), events, checkpoints.
+
+>>> from napari_pclesr.train import TrainConfig, train  # doctest: +SKIP
+>>> result = train(TrainConfig(model="fsrcnn", loss="l1", iterations=200, out_dir="run"))
+"""
+
+from napari_pclesr.train.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from napari_pclesr.train.config import TrainConfig
+from napari_pclesr.train.events import (
+    CheckpointSaved,
+    IterationDone,
+    TrainingEvent,
+    TrainingFinished,
+    TrainingHistory,
+    TrainingStarted,
+    TrainResult,
+    ValidationDone,
+)
+from napari_pclesr.train.loop import iter_train, load_training_data, train
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "CheckpointSaved",
+    "IterationDone",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingEvent",
+    "TrainingFinished",
+    "TrainingHistory",
+    "TrainingStarted",
+    "ValidationDone",
+    "iter_train",
+    "load_checkpoint",
+    "load_model",
+    "load_training_data",
+    "save_checkpoint",
+    "train",
+]

@@ -1,0 +1,226 @@
+"""The typed training configuration, validated on creation and serialisable to a plain dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from napari_pclesr.data.splits import DEFAULT_FRACTIONS
+
+__all__ = ["SCHEDULES", "TrainConfig"]
+
+SCHEDULES = (None, "cosine", "step")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a supervised training run.
+
+    The defaults follow seed 000: batch 54, 64 × 64 patches, Adam with lr 1e-4,
+    β = (0.9, 0.999) and ε = 1e-8. Invalid values raise ``ValueError`` at creation, with a
+    message that names the field and what is allowed.
+
+    Parameters
+    ----------
+    model : str or None
+        Registry name of the network (see ``napari_pclesr.models.available()``). ``None`` when a
+        ready-made ``nn.Module`` is passed to :func:`~napari_pclesr.train.train`; such
+        checkpoints reload only with that module (``load_model(..., model=module)``).
+    hparams : dict
+        Keyword arguments of the network (``models.default_hparams(model)`` lists them).
+    scale : int
+        Upscaling factor of the network (1: same grid, as for pCLE HR-hat / LR pairs).
+    loss : str
+        ``"l1"``, ``"mse"``, ``"ssim"`` or ``"ssim+l1"``.
+    iterations : int
+        Total number of optimiser steps. A resumed run continues up to this count.
+    batch_size : int
+        Patches per step and per process (with DDP the global batch is this × world size).
+    lr, betas, eps : float, (float, float), float
+        Adam parameters.
+    schedule : {None, "cosine", "step"}
+        Learning-rate schedule, stepped every iteration: cosine annealing to 0 over
+        ``iterations``, or a decay by ``gamma`` every ``step_size`` iterations.
+    step_size : int or None
+        Iterations between decays of the "step" schedule; ``iterations // 3`` by default.
+    gamma : float
+        Decay factor of the "step" schedule, in (0, 1].
+    val_every : int
+        Validate (and save ``best.pt``/``last.pt``) every this many iterations and at the end.
+    patience : int or None
+        Early stopping: stop after this many validations without a lower validation loss.
+        ``None`` disables it.
+    log_every : int
+        Report the mean training loss every this many iterations (each report waits for the
+        device, so on a GPU a few iterations per report keep it busy).
+    seed : int
+        Seed of the weights, the split, the simulated noise, the batch order and the
+        augmentation.
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    amp : bool
+        Automatic mixed precision; used on CUDA only (bfloat16 where supported, else float16
+        with a gradient scaler).
+    out_dir : str or None
+        Folder of ``best.pt`` and ``last.pt``; ``None`` writes nothing.
+    resume : str or None
+        Checkpoint to continue from (iteration count, weights, optimiser, schedule, scaler,
+        random states and batch order).
+    patch_size : int
+        Side of the LR patches (the HR patches are ``scale`` times larger).
+    augment_flips, augment_rot90 : bool
+        Random horizontal/vertical flips and 90° rotations of the training patches.
+    fresh_noise_per_epoch : bool
+        With simulated LR, draw new noise for the training set at every epoch (one pass over
+        the patches); otherwise the LR is simulated once.
+    sigma_mult, sigma_add : float
+        Noise of the simulated LR (seed 000: 0.05 and 0.01).
+    data : str
+        ``"sample"`` (phantom sequences) or a folder with ``hr/`` and optionally ``lr/``
+        sub-folders of TIFF stacks. Used when no data are passed to ``train``.
+    layout : str or None
+        Fibre layout file for the simulated LR; a synthetic bundle when ``None``.
+    split : (float, float, float)
+        Train/validation/test fractions of the sequences.
+    """
+
+    model: str | None = "edsr"
+    hparams: dict = field(default_factory=dict)
+    scale: int = 1
+    loss: str = "ssim+l1"
+    iterations: int = 1000
+    batch_size: int = 54
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str | None = None
+    step_size: int | None = None
+    gamma: float = 0.1
+    val_every: int = 500
+    patience: int | None = None
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    out_dir: str | None = None
+    resume: str | None = None
+    patch_size: int = 64
+    augment_flips: bool = True
+    augment_rot90: bool = True
+    fresh_noise_per_epoch: bool = False
+    sigma_mult: float = 0.05
+    sigma_add: float = 0.01
+    data: str = "sample"
+    layout: str | None = None
+    split: tuple[float, float, float] = DEFAULT_FRACTIONS
+
+    def __post_init__(self):
+        self.hparams = dict(self.hparams)
+        self.betas = tuple(float(b) for b in self.betas)
+        self.split = tuple(float(f) for f in self.split)
+        for name in ("out_dir", "resume", "layout", "data"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, str(value))
+        self._check_numbers()
+        self._check_names()
+
+    # -- serialisation --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict (tuples become lists); :meth:`from_dict` reverses it."""
+        values = dataclasses.asdict(self)
+        values["betas"] = list(self.betas)
+        values["split"] = list(self.split)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training setting(s) {', '.join(unknown)}; known settings are "
+                f"{', '.join(sorted(known))}."
+            )
+        return cls(**values)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _check_numbers(self) -> None:
+        _check_int(self, "iterations", minimum=1)
+        _check_int(self, "batch_size", minimum=1)
+        _check_int(self, "val_every", minimum=1)
+        _check_int(self, "log_every", minimum=1)
+        _check_int(self, "patch_size", minimum=1)
+        _check_int(self, "scale", minimum=1)
+        _check_int(self, "seed", minimum=0)
+        if self.patience is not None:
+            _check_int(self, "patience", minimum=1)
+        if self.step_size is not None:
+            _check_int(self, "step_size", minimum=1)
+        _check_float(self, "lr", self.lr, positive=True)
+        _check_float(self, "eps", self.eps, positive=True)
+        _check_float(self, "sigma_mult", self.sigma_mult, positive=False)
+        _check_float(self, "sigma_add", self.sigma_add, positive=False)
+        _check_float(self, "gamma", self.gamma, positive=True)
+        if self.gamma > 1:
+            raise ValueError(f"gamma must be in (0, 1] (a decay factor), got {self.gamma}.")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; use None, 'cosine' or 'step'."
+            )
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be True or False, got {self.amp!r}.")
+        # split_sequences checks the fractions fully; fail here already for obvious mistakes.
+        if len(self.split) != 3 or any(f < 0 for f in self.split) or not math.isclose(
+            sum(self.split), 1.0
+        ):
+            raise ValueError(
+                f"split must be three non-negative fractions summing to 1, got {self.split}."
+            )
+
+    def _check_names(self) -> None:
+        from napari_pclesr import losses
+
+        if self.loss not in losses.available():
+            raise ValueError(
+                f"unknown loss {self.loss!r}; choose one of {', '.join(losses.available())}."
+            )
+        if self.model is None:
+            return
+        from napari_pclesr import models
+
+        if self.model not in models.available():
+            raise ValueError(
+                f"unknown model {self.model!r}; choose one of {', '.join(models.available())}."
+            )
+        allowed = models.default_hparams(self.model)
+        unknown = sorted(set(self.hparams) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"model {self.model!r} has no hyper-parameter(s) {', '.join(unknown)}; its "
+                f"hyper-parameters are {', '.join(sorted(allowed)) or 'none'}."
+            )
+
+
+def _check_int(config: TrainConfig, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
+
+
+def _check_float(config: TrainConfig, name: str, value, positive: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if (positive and value <= 0) or value < 0:
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}.")
+    setattr(config, name, float(value))

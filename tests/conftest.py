@@ -1,0 +1,32 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The team's ``shared/`` folder beside the checkout; skips the test when it is absent."""
+    path = Path(os.environ.get("PCLESR_SHARED", REPO_ROOT.parent / "shared"))
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def raw_bundle_frames(shared_dir):
+    """The real raw fibre-bundle camera frames: (object frame, flat-field background)."""
+    tifffile = pytest.importorskip("tifffile")
+    frames = []
+    for name in ("tissue_paper.tif", "tissue_paper_back.tif"):
+        path = shared_dir / "data" / name
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        frames.append(tifffile.imread(path))
+    return tuple(frames)

@@ -1,0 +1,177 @@
+"""The SR metrics dock in a real napari viewer (run under xvfb-run)."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from skimage import data, filters
+
+from napari_pclesr.metrics import compare, evaluate_methods
+from napari_pclesr.metrics._compare import format_mean_std
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.napari
+
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def stacks():
+    """HR-hat, LR and two SR stacks of 4 frames of 48×48, and a disc FoV mask."""
+    camera = data.camera() / 255.0
+    hr = np.stack([camera[100 + 40 * t : 148 + 40 * t, 200:248] for t in range(4)])
+    lr = filters.gaussian(hr, sigma=(0, 1.5, 1.5))
+    sharp = np.clip(lr + (lr - filters.gaussian(lr, sigma=(0, 1, 1))), 0, 1)
+    noisy = np.clip(hr + 0.05 * np.random.default_rng(0).standard_normal(hr.shape), 0, 1)
+    mask = np.hypot(*(np.indices((48, 48)) - 23.5)) < 22
+    return {"hr": hr, "lr": lr, "sharp": sharp, "noisy": noisy, "mask": mask}
+
+
+def add_layers(viewer, stacks, with_mask=True):
+    metadata = {"fov_mask": stacks["mask"]} if with_mask else {}
+    viewer.add_image(stacks["hr"], name="HR-hat")
+    viewer.add_image(stacks["lr"], name="LR input", metadata=metadata)
+    viewer.add_image(stacks["sharp"], name="sharp SR")
+    viewer.add_image(stacks["noisy"], name="noisy SR")
+
+
+def wait_done(qtbot, widget):
+    qtbot.waitUntil(
+        lambda: not widget.is_busy() and widget.current_table is not None, timeout=TIMEOUT_MS
+    )
+
+
+def cell(widget, row, column_name):
+    from napari_pclesr._napari._metrics_widget import COLUMNS
+
+    return widget.table_widget.item(row, COLUMNS.index(column_name)).text()
+
+
+def test_dock_computes_the_table_follows_the_slider_and_exports(
+    make_napari_viewer, qtbot, stacks, tmp_path
+):
+    from napari_pclesr._napari._metrics_widget import MetricsWidget
+
+    viewer = make_napari_viewer()
+    add_layers(viewer, stacks)
+    widget = MetricsWidget(viewer)
+    widget.select(["sharp SR", "noisy SR"], "HR-hat", "LR input")
+    wait_done(qtbot, widget)
+
+    expected = compare(
+        evaluate_methods(
+            {"sharp SR": stacks["sharp"], "noisy SR": stacks["noisy"]},
+            stacks["hr"],
+            stacks["lr"],
+            mask=stacks["mask"],
+            baseline="LR input (LR)",
+        ),
+        baseline="LR input (LR)",
+    )
+    assert widget.table_widget.rowCount() == 3
+    assert [cell(widget, r, "method") for r in range(3)] == [
+        "LR input (LR)",
+        "sharp SR",
+        "noisy SR",
+    ]
+    for row_index, row in enumerate(expected.rows):
+        assert cell(widget, row_index, "Tot_cs mean ± std") == format_mean_std(
+            row.mean["tot_cs"], row.std["tot_cs"], 4
+        )
+        assert cell(widget, row_index, "SSIM mean ± std") == format_mean_std(
+            row.mean["ssim"], row.std["ssim"], 4
+        )
+    assert "fov_mask" in widget.status.text()
+    assert "Tot_cs =" in widget.definitions.text()
+    shown = widget.current_frame()
+    assert shown == viewer.dims.current_step[0]
+    assert cell(widget, 1, "SSIM (frame)") == f"{expected.scores['sharp SR'].ssim[shown]:.4f}"
+    assert shown != 2
+
+    viewer.dims.set_current_step(0, 2)
+    frame2 = expected.scores["sharp SR"]
+    assert cell(widget, 1, "SSIM (frame)") == f"{frame2.ssim[2]:.4f}"
+    assert cell(widget, 2, "Tot_cs (frame)") == f"{expected.scores['noisy SR'].tot_cs[2]:.4f}"
+    assert widget.status.text().startswith("Frame 2 of 4")
+
+    path = tmp_path / "metrics.csv"
+    widget.export_csv(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line[:1] != "#"]
+    rows = list(csv.DictReader(lines))
+    assert [row["method"] for row in rows] == ["LR input (LR)", "sharp SR", "noisy SR"]
+    assert int(rows[1]["frame"]) == 2
+    assert float(rows[1]["ssim_frame"]) == pytest.approx(frame2.ssim[2], rel=1e-12)
+    assert float(rows[2]["tot_cs_mean"]) == pytest.approx(expected["noisy SR"].mean["tot_cs"])
+    assert float(rows[2]["tot_cs_p"]) == pytest.approx(expected["noisy SR"].p_value["tot_cs"])
+
+
+def test_dock_restarts_for_a_new_choice_and_new_data(make_napari_viewer, qtbot, stacks):
+    from napari_pclesr._napari._metrics_widget import MetricsWidget
+
+    viewer = make_napari_viewer()
+    add_layers(viewer, stacks, with_mask=False)
+    widget = MetricsWidget(viewer)
+    widget.select(["sharp SR", "noisy SR"], "HR-hat", "LR input")
+    widget.select(["noisy SR"], "HR-hat", "LR input")  # supersedes the first request at once
+    wait_done(qtbot, widget)
+    assert [cell(widget, r, "method") for r in range(2)] == ["LR input (LR)", "noisy SR"]
+    assert "whole frame" in widget.status.text()
+
+    viewer.layers["noisy SR"].data = stacks["hr"]  # a perfect SR: SSIM 1 on every frame
+    wait_done(qtbot, widget)
+    assert cell(widget, 1, "SSIM mean ± std") == "1.0000 ± 0.0000"
+
+
+def test_dock_explains_what_is_wrong(make_napari_viewer, qtbot, stacks):
+    from napari_pclesr._napari._metrics_widget import MetricsWidget
+
+    viewer = make_napari_viewer()
+    add_layers(viewer, stacks, with_mask=False)
+    widget = MetricsWidget(viewer)
+    widget.select(["sharp SR"], "HR-hat", "—")
+    assert "choose the LR layer" in widget.status.text()
+    assert widget.table_widget.rowCount() == 0
+
+    viewer.add_image(stacks["sharp"][:, :40], name="cropped SR")
+    widget.select(["cropped SR"], "HR-hat", "LR input")
+    assert "Shape mismatch" in widget.status.text()
+    assert "cropped SR: (4, 40, 48)" in widget.status.text()
+
+    viewer.add_image(np.zeros((48, 48, 3)), name="colour", rgb=True)
+    widget.select(["colour"], "HR-hat", "LR input")
+    assert "RGB" in widget.status.text()
+    assert not widget.export_button.isEnabled()
+    with pytest.raises(ValueError, match="No complete table"):
+        widget.export_csv("unused.csv")
+
+
+def test_dock_ignores_a_misfit_mask_and_scores_single_frames(make_napari_viewer, qtbot, stacks):
+    from napari_pclesr._napari._metrics_widget import MetricsWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(stacks["hr"][0], name="HR-hat")
+    viewer.add_image(stacks["lr"][0], name="LR", metadata={"fov_mask": np.ones((5, 5), bool)})
+    viewer.add_image(stacks["sharp"][0], name="SR")
+    widget = MetricsWidget(viewer)
+    widget.select(["SR"], "HR-hat", "LR")
+    wait_done(qtbot, widget)
+    assert "Ignored the fov_mask of 'LR'" in widget.status.text()
+    expected = compare(
+        evaluate_methods(
+            {"SR": stacks["sharp"][0]}, stacks["hr"][0], stacks["lr"][0], baseline="LR (LR)"
+        ),
+        baseline="LR (LR)",
+    )
+    assert cell(widget, 1, "SSIM mean ± std") == f"{expected['SR'].mean['ssim']:.4f}"
+    assert cell(widget, 1, "p(Tot_cs) vs LR") == "—"
+
+
+def test_frames_are_scheduled_from_the_current_one():
+    from napari_pclesr._napari._metrics_widget import _Job
+
+    job = _Job({}, None, None, None, "LR", 6, (16, 16), ())
+    job.done[[1, 4]] = True
+    assert job.frames_to_compute(3) == [3, 5, 0, 2]
+    assert job.frames_to_compute(0) == [0, 2, 3, 5]
