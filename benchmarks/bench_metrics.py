@@ -19,14 +19,19 @@ from napari_pclesr.metrics import evaluate, gcf, ssim
 SIZE = 576
 
 
-def best_time(function, repeats: int) -> float:
-    """The fastest of ``repeats`` runs, in seconds (the least disturbed by other processes)."""
-    times = []
+def best_times(cases: dict, repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` runs of each case, in seconds.
+
+    The cases take turns within each repeat, so a burst of load from other processes
+    slows all of them alike instead of one.
+    """
+    best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for label, function in cases.items():
+            start = time.perf_counter()
+            function()
+            best[label] = min(best[label], time.perf_counter() - start)
+    return best
 
 
 def make_frames(frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,17 +62,17 @@ def main() -> None:
         )
 
     difference = abs(ssim(sr[0], hr[0]) - skimage_ssim_frame())
+    cases = {
+        ("skimage structural_similarity, 1 frame", 1): skimage_ssim_frame,
+        ("ssim, 1 frame", 1): lambda: ssim(sr[0], hr[0]),
+        (f"ssim, stack of {n}", n): lambda: ssim(sr, hr),
+        ("gcf, 1 frame", 1): lambda: gcf(sr[0]),
+        (f"gcf, stack of {n}", n): lambda: gcf(sr),
+        (f"evaluate (SSIM, PSNR, 3 GCF), stack of {n}", n): lambda: evaluate(sr, hr, lr),
+    }
     rows = [
-        ("skimage structural_similarity, 1 frame", best_time(skimage_ssim_frame, args.repeats), 1),
-        ("ssim, 1 frame", best_time(lambda: ssim(sr[0], hr[0]), args.repeats), 1),
-        (f"ssim, stack of {n}", best_time(lambda: ssim(sr, hr), args.repeats), n),
-        ("gcf, 1 frame", best_time(lambda: gcf(sr[0]), args.repeats), 1),
-        (f"gcf, stack of {n}", best_time(lambda: gcf(sr), args.repeats), n),
-        (
-            f"evaluate (SSIM, PSNR, 3 GCF), stack of {n}",
-            best_time(lambda: evaluate(sr, hr, lr), args.repeats),
-            n,
-        ),
+        (label, seconds, frames)
+        for (label, frames), seconds in best_times(cases, args.repeats).items()
     ]
     reference = rows[0][1]
     print(f"per-frame time at {SIZE}×{SIZE}, float64, best of {args.repeats}")

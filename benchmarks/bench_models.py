@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import math
 import statistics
 import sys
@@ -105,9 +106,7 @@ class ReferenceEDSR(nn.Module):
         upsampler = []
         for _ in range(int(math.log2(scale))):
             upsampler += [nn.Conv2d(features, 4 * features, 3, padding=1), nn.PixelShuffle(2)]
-        self.tail = nn.Sequential(
-            nn.Sequential(*upsampler), nn.Conv2d(features, 1, 3, padding=1)
-        )
+        self.tail = nn.Sequential(nn.Sequential(*upsampler), nn.Conv2d(features, 1, 3, padding=1))
 
     def forward(self, x):
         x = self.head(self.sub_mean(x))
@@ -220,21 +219,30 @@ def _synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def time_model(model, frames, device, dtype, repeats):
-    """Best and median seconds per call of ``model(frames)``, and the last output."""
+def time_models(networks, frames, device, dtype, repeats):
+    """Time each network's ``network(frames)``, interleaved so that a change in the machine's
+    load hits them alike.
+
+    Returns, per network, the best and the median seconds per call and the last output.
+    """
     autocast = (
         torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     )
-    times = []
+    times = [[] for _ in networks]
+    outputs = [None] * len(networks)
     with torch.inference_mode(), autocast:
-        output = model(frames)  # warm-up (oneDNN/cuDNN kernel selection, allocator)
+        for network in networks:
+            network(frames)  # warm-up (oneDNN/cuDNN kernel selection, allocator)
         _synchronize(device)
         for _ in range(repeats):
-            start = time.perf_counter()
-            output = model(frames)
-            _synchronize(device)
-            times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times), output.float()
+            for index, network in enumerate(networks):
+                start = time.perf_counter()
+                outputs[index] = network(frames)
+                _synchronize(device)
+                times[index].append(time.perf_counter() - start)
+    return [
+        (min(t), statistics.median(t), out.float()) for t, out in zip(times, outputs, strict=True)
+    ]
 
 
 def _tolerance(dtype) -> float:
@@ -254,8 +262,9 @@ def bench_model(name, size, batches, device, dtypes, repeats, generator, hparams
         frames = torch.rand(batch, 1, size, size, generator=generator).to(device)
         for dtype in dtypes:
             precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.")
-            ref_best, ref_median, ref_out = time_model(reference, frames, device, dtype, repeats)
-            best, median, out = time_model(model, frames, device, dtype, repeats)
+            (ref_best, ref_median, ref_out), (best, median, out) = time_models(
+                [reference, model], frames, device, dtype, repeats
+            )
             difference = (out - ref_out).abs().max().item()
             assert difference <= _tolerance(dtype), (
                 f"{name}: our output differs from the reference by {difference:.3g}"
@@ -289,18 +298,21 @@ def bench_formulations(size, batches, device, repeats, generator):
     rows = []
     for batch in batches:
         frames = torch.rand(batch, 1, size, size, generator=generator).to(device)
-        ref_best, _, ref_out = time_model(reference, frames, device, None, repeats)
-        rows.append(("reference (ConvTranspose2d, NCHW)", batch, ref_best, 0.0))
-        for memory_format in (torch.channels_last, torch.contiguous_format):
-            model.to(memory_format=memory_format)
-            layout = "channels_last" if memory_format is torch.channels_last else "NCHW"
+        variants = {"reference (ConvTranspose2d, NCHW)": reference}
+        for layout, memory_format in (
+            ("channels_last", torch.channels_last),
+            ("NCHW", torch.contiguous_format),
+        ):
             for formulation in FORMULATIONS:
-                model.formulation = formulation
-                best, _, out = time_model(model, frames, device, None, repeats)
-                difference = (out - ref_out).abs().max().item()
-                assert difference <= _tolerance(None), (formulation, layout, difference)
-                rows.append((f"{formulation}, {layout}", batch, best, difference))
-    model.formulation = FORMULATIONS[0]
+                variant = copy.deepcopy(model).to(memory_format=memory_format)
+                variant.formulation = formulation
+                variants[f"{formulation}, {layout}"] = variant
+        timings = time_models(list(variants.values()), frames, device, None, repeats)
+        ref_out = timings[0][2]
+        for label, (best, _, out) in zip(variants, timings, strict=True):
+            difference = (out - ref_out).abs().max().item()
+            assert difference <= _tolerance(None), (label, difference)
+            rows.append((label, batch, best, difference))
     return rows
 
 

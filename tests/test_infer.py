@@ -73,12 +73,15 @@ def test_explicit_fov_mask_is_applied(frames):
     np.testing.assert_allclose(result[:, mask], frames[:, mask], rtol=1e-6)
 
 
-def test_checkpoint_applies_its_statistics_like_the_manual_pipeline(frames, tmp_path):
+@pytest.fixture
+def checkpoint_path(tmp_path):
+    """A ×2 FSRCNN checkpoint with LR statistics mean 900, std 400."""
     from napari_pclesr import models
 
+    torch.manual_seed(0)
     net = models.create("fsrcnn", scale=2, features=8, shrink_features=4, mapping_layers=1)
     stats = Normalisation(lr_mean=900.0, lr_std=400.0, hr_mean=1.0, hr_std=2.0)
-    path = save_checkpoint(
+    return save_checkpoint(
         {
             "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": 2},
             "state_dict": net.state_dict(),
@@ -89,11 +92,17 @@ def test_checkpoint_applies_its_statistics_like_the_manual_pipeline(frames, tmp_
         },
         tmp_path / "model.pt",
     )
-    result = super_resolve(frames, path, device="cpu")
+
+
+def test_checkpoint_applies_its_statistics_like_the_manual_pipeline(frames, checkpoint_path):
+    from napari_pclesr.train import load_model
+
+    net, _ = load_model(checkpoint_path)
+    result = super_resolve(frames, checkpoint_path, device="cpu")
     mask = disc((50, 70), 24)
     normalised, low, high = normalise_frames(frames, 900.0, 400.0, mask)
     with torch.no_grad():
-        raw = net.eval()(torch.from_numpy(normalised)[:, None])[:, 0].numpy()
+        raw = net(torch.from_numpy(normalised)[:, None])[:, 0].numpy()
     expected = denormalise_frames(raw, 900.0, 400.0, low, high, mask)
     assert result.shape == (3, 100, 140)
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-3)
@@ -159,9 +168,11 @@ def test_out_of_memory_retries_with_smaller_tiles(frames):
 
 def test_out_of_memory_gives_up_with_a_clear_error(frames):
     always = RunsOutOfMemory(local_net(), limit=0)
-    with pytest.raises(torch.cuda.OutOfMemoryError, match="even with"):
-        with pytest.warns(RuntimeWarning):
-            super_resolve(frames, always, device="cpu", overlap=8)
+    with (
+        pytest.raises(torch.cuda.OutOfMemoryError, match="even with"),
+        pytest.warns(RuntimeWarning),
+    ):
+        super_resolve(frames, always, device="cpu", overlap=8)
 
 
 # -- sources and inputs -------------------------------------------------------------------------
@@ -182,6 +193,10 @@ def test_baseline_by_name_matches_the_baseline_module(frames):
     by_name = super_resolve(frames, name, device="cpu")
     by_module = super_resolve(frames, baselines.create(name), device="cpu")
     np.testing.assert_allclose(by_name, by_module, rtol=1e-6)
+    doubled = super_resolve(frames, "bicubic", device="cpu", scale=2)
+    assert doubled.shape == (3, 100, 140)
+    with pytest.raises(ValueError, match="network upscales ×1"):
+        super_resolve(frames, nn.Identity(), device="cpu", scale=2)
 
 
 def test_bad_frames_and_masks_are_clear_errors(frames):
@@ -206,3 +221,54 @@ def test_bfloat16_on_cpu_stays_close_to_float32(frames):
     half = super_resolve(frames, net, device="cpu", half=True)
     span = frames.max() - frames.min()
     assert np.abs(half - full).max() < 0.02 * span
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def test_cli_infer_writes_the_super_resolved_stack(frames, checkpoint_path, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_pclesr.cli import main
+    from napari_pclesr.io import read_sequence
+
+    # Five frames: the TIFF reader takes 3- or 4-plane stacks for colour images.
+    frames = np.concatenate([frames, frames[:2]])
+    source = tmp_path / "lr.tif"
+    tifffile.imwrite(source, frames)
+    target = tmp_path / "sr.tif"
+    argv = ["infer", str(checkpoint_path), str(source), str(target), "--device", "cpu"]
+    assert main([*argv, "--tile", "32", "--overlap", "8"]) == 0
+    written = tifffile.imread(target)
+    assert written.dtype == np.float32 and written.shape == (5, 100, 140)
+    _, meta = read_sequence(source)
+    expected = super_resolve(frames, checkpoint_path, device="cpu", fov_mask=meta["fov_mask"])
+    # Tiles vs whole frames: this network's receptive field exceeds overlap/4, so not exact.
+    assert np.abs(written - expected).max() < 0.02 * np.ptp(frames)
+    assert np.all(written[:, ~np.kron(meta["fov_mask"], np.ones((2, 2), bool))] == 0)
+
+
+def test_cli_infer_reports_bad_input_in_one_line(checkpoint_path, tmp_path, capsys):
+    from napari_pclesr.cli import main
+
+    missing = tmp_path / "absent.tif"
+    assert main(["infer", str(checkpoint_path), str(missing), str(tmp_path / "o.tif")]) == 2
+    assert "pclesr infer: error:" in capsys.readouterr().err
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+def test_device_choice_and_clear_errors_for_missing_devices():
+    from napari_pclesr.devices import autocast_dtype, available_devices, select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    assert autocast_dtype(torch.device("cpu")) is None
+    expected = (
+        "cuda" if torch.cuda.is_available() else ("mps" if "mps" in available_devices() else "cpu")
+    )
+    assert select_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda:1")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        select_device("gpu0")

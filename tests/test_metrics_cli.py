@@ -13,6 +13,11 @@ from napari_pclesr.cli import main
 from napari_pclesr.metrics import compare, evaluate_methods
 
 
+def write_tiff(path, array):
+    """Save frames as a grey stack (tifffile would take a (3, H, W) array for planar RGB)."""
+    tifffile.imwrite(path, array, photometric="minisblack")
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("metrics_cli")
@@ -26,12 +31,10 @@ def files(tmp_path_factory):
     paths = {}
     for name, array in arrays.items():
         paths[name] = folder / f"{name}.tif"
-        tifffile.imwrite(
-            paths[name], array.astype(np.float32) if array.dtype != np.uint8 else array
-        )
+        write_tiff(paths[name], array.astype(np.float32) if array.dtype != np.uint8 else array)
     arrays["blurred"] = filters.gaussian(hr, sigma=(0, 0.7, 0.7)).astype(np.float32)
     paths["blurred"] = folder / "blurred.tif"
-    tifffile.imwrite(paths["blurred"], arrays["blurred"])
+    write_tiff(paths["blurred"], arrays["blurred"])
     return {"paths": paths, "arrays": arrays, "folder": folder}
 
 
@@ -111,7 +114,7 @@ def test_cli_json_has_per_frame_values_and_uses_the_mask(files, capsys):
 def test_cli_minmax_rescales_integer_data(files, capsys, tmp_path):
     paths = files["paths"]
     raw = tmp_path / "raw.tif"
-    tifffile.imwrite(raw, (files["arrays"]["sharp"] * 4000 + 100).astype(np.uint16))
+    write_tiff(raw, (files["arrays"]["sharp"] * 4000 + 100).astype(np.uint16))
     args = ["metrics", "--sr", str(raw), "--hr", str(paths["hr"]), "--lr", str(paths["lr"])]
     assert main(args) == 2
     assert "--minmax" in capsys.readouterr().err
@@ -123,7 +126,7 @@ def test_cli_minmax_rescales_integer_data(files, capsys, tmp_path):
 def test_cli_reports_bad_input_in_one_line(files, capsys, tmp_path):
     paths = files["paths"]
     small = tmp_path / "small.tif"
-    tifffile.imwrite(small, files["arrays"]["sharp"][:, :40].astype(np.float32))
+    write_tiff(small, files["arrays"]["sharp"][:, :40].astype(np.float32))
     args = ["metrics", "--sr", str(small), "--hr", str(paths["hr"]), "--lr", str(paths["lr"])]
     assert main(args) == 2
     error = capsys.readouterr().err
@@ -152,3 +155,16 @@ def test_cli_reports_bad_input_in_one_line(files, capsys, tmp_path):
     ]
     assert main(twice) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_cli_auto_mask_is_the_readers_field_of_view(files, capsys):
+    from napari_pclesr.io import read_sequence
+
+    paths = files["paths"]
+    fov_mask = read_sequence(paths["lr"])[1]["fov_mask"]
+    args = ["metrics", "--sr", f"EDSR={paths['sharp']}", "--hr", str(paths["hr"])]
+    assert main([*args, "--lr", str(paths["lr"]), "--mask", "auto", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    arrays = {k: v.astype(np.float32).astype(np.float64) for k, v in files["arrays"].items()}
+    expected = evaluate_methods({"EDSR": arrays["sharp"]}, arrays["hr"], arrays["lr"], fov_mask)
+    np.testing.assert_allclose(payload["per_frame"]["EDSR"]["gcf"], expected["EDSR"].gcf)

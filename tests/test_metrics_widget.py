@@ -50,8 +50,9 @@ def cell(widget, row, column_name):
 
 
 def test_dock_computes_the_table_follows_the_slider_and_exports(
-    make_napari_viewer, qtbot, stacks, tmp_path
+    make_napari_viewer, qtbot, stacks, tmp_path, monkeypatch
 ):
+    from napari_pclesr._napari import _metrics_widget
     from napari_pclesr._napari._metrics_widget import MetricsWidget
 
     viewer = make_napari_viewer()
@@ -105,6 +106,16 @@ def test_dock_computes_the_table_follows_the_slider_and_exports(
     assert float(rows[1]["ssim_frame"]) == pytest.approx(frame2.ssim[2], rel=1e-12)
     assert float(rows[2]["tot_cs_mean"]) == pytest.approx(expected["noisy SR"].mean["tot_cs"])
     assert float(rows[2]["tot_cs_p"]) == pytest.approx(expected["noisy SR"].p_value["tot_cs"])
+
+    # The button asks for a file name, then writes the same table there.
+    chosen = tmp_path / "from_dialog.csv"
+    monkeypatch.setattr(
+        _metrics_widget.QFileDialog, "getSaveFileName", lambda *args: (str(chosen), "CSV")
+    )
+    assert widget.export_button.isEnabled()
+    widget.export_button.click()
+    assert chosen.read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
+    assert str(chosen) in widget.status.text()
 
 
 def test_dock_restarts_for_a_new_choice_and_new_data(make_napari_viewer, qtbot, stacks):
@@ -175,3 +186,39 @@ def test_frames_are_scheduled_from_the_current_one():
     job.done[[1, 4]] = True
     assert job.frames_to_compute(3) == [3, 5, 0, 2]
     assert job.frames_to_compute(0) == [0, 2, 3, 5]
+
+
+def test_moving_to_an_unscored_frame_scores_it_next(make_napari_viewer, qtbot, stacks, monkeypatch):
+    from napari_pclesr._napari import _metrics_widget
+    from napari_pclesr._napari._metrics_widget import MetricsWidget
+
+    stored = []
+    original_store = _metrics_widget._Job.store
+
+    def recording_store(job, frames, results):
+        stored.append([int(t) for t in frames])
+        original_store(job, frames, results)
+
+    monkeypatch.setattr(_metrics_widget._Job, "store", recording_store)
+    monkeypatch.setattr(_metrics_widget, "CHUNK_PIXELS", 1)  # one frame per chunk
+    viewer = make_napari_viewer()
+    frames = 12
+    tiles = (3, 3, 3)  # 12 frames of 144×144, so that scoring them all takes a while
+    viewer.add_image(np.tile(stacks["hr"], tiles), name="HR-hat")
+    viewer.add_image(np.tile(stacks["lr"], tiles), name="LR")
+    viewer.add_image(np.tile(stacks["sharp"], tiles), name="SR")
+    viewer.dims.set_current_step(0, 0)
+    widget = MetricsWidget(viewer)
+    widget.select(["SR"], "HR-hat", "LR")  # starts from frame 0
+    viewer.dims.set_current_step(0, 9)  # before any result came back
+    wait_done(qtbot, widget)
+    scored = [t for chunk in stored for t in chunk]
+    assert set(scored) == set(range(frames))
+    # The first worker may have scored a few frames from 0 on before it saw the request to
+    # stop; the second one scores 9, 10, 11, then the rest: 9 comes long before 8.
+    assert scored.index(9) < scored.index(8)
+    assert cell(widget, 1, "SSIM (frame)") == f"{widget.current_table.scores['SR'].ssim[9]:.4f}"
+
+    viewer.layers.remove("SR")
+    assert widget.table_widget.rowCount() == 0
+    assert "tick at least one SR layer" in widget.status.text()

@@ -53,6 +53,7 @@ def super_resolve(
     half: bool | None = None,
     compile: bool = False,
     fov_mask=None,
+    scale: int | None = None,
 ) -> np.ndarray:
     """Super-resolve one frame or a stack of frames.
 
@@ -85,6 +86,9 @@ def super_resolve(
     fov_mask : bool array (H, W), optional
         The field of view. By default the pixels that are nonzero in at least one frame.
         Output pixels outside it are 0.
+    scale : int, optional
+        Upscaling factor of a baseline given by name (default 1). For a checkpoint or module
+        it must match the network's scale if given.
 
     Returns
     -------
@@ -122,7 +126,7 @@ def super_resolve(
             "False); nothing to super-resolve."
         )
     device = select_device(device)
-    model, normalisation = resolve_model(checkpoint_or_model, device)
+    model, normalisation = resolve_model(checkpoint_or_model, device, scale=scale)
     normalised, low, high = normalise_frames(
         stack, normalisation.lr_mean, normalisation.lr_std, mask
     )
@@ -140,11 +144,26 @@ def super_resolve(
     return restored[0] if array.ndim == 2 else restored
 
 
-def resolve_model(source, device) -> tuple[torch.nn.Module, Normalisation]:
-    """The network and normalisation of a checkpoint path or dict, module or baseline name."""
+def resolve_model(
+    source, device, scale: int | None = None
+) -> tuple[torch.nn.Module, Normalisation]:
+    """The network and normalisation of a checkpoint path or dict, module or baseline name.
+
+    ``scale`` builds a baseline at that factor, and is checked against a network's own scale.
+    """
+    model, normalisation = _load_source(source, select_device(device), scale)
+    actual = int(getattr(model, "scale", 1))
+    if scale is not None and scale != actual:
+        raise ValueError(
+            f"scale={scale} was requested but the network upscales ×{actual}; leave scale out "
+            "for checkpoints and modules."
+        )
+    return model, normalisation
+
+
+def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]:
     from napari_pclesr.train.checkpoint import load_model
 
-    device = select_device(device)
     if isinstance(source, torch.nn.Module):
         return source.to(device), Normalisation.identity()
     if isinstance(source, dict):
@@ -159,7 +178,8 @@ def resolve_model(source, device) -> tuple[torch.nn.Module, Normalisation]:
 
         name = str(source)
         if name in baselines.available():
-            return baselines.create(name).to(device), Normalisation.identity()
+            baseline = baselines.create(name, scale=1 if scale is None else scale)
+            return baseline.to(device), Normalisation.identity()
         raise ValueError(
             f"{name!r} is neither a checkpoint file nor a baseline; baselines are "
             f"{', '.join(baselines.available())}."

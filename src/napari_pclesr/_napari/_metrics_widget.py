@@ -32,15 +32,16 @@ from qtpy.QtWidgets import (
 )
 
 from napari_pclesr.metrics import SCORES, ComparisonTable, FrameScores, compare, evaluate_methods
-from napari_pclesr.metrics._compare import format_mean_std, format_p_value
+from napari_pclesr.metrics._compare import FIELD_NAMES, format_mean_std, format_p_value
 from napari_pclesr.metrics._inputs import CHUNK_PIXELS
 
 FOV_MASK_KEY = "fov_mask"
 NO_LAYER = "—"
-COLUMNS = ["method"]
-for _score in SCORES:
-    COLUMNS += [f"{_score.label} (frame)", f"{_score.label} mean ± std"]
-COLUMNS.append("p(Tot_cs) vs LR")
+COLUMNS = [
+    "method",
+    *(f"{score.label} {part}" for score in SCORES for part in ("(frame)", "mean ± std")),
+    "p(Tot_cs) vs LR",
+]
 
 
 class SelectionError(ValueError):
@@ -66,11 +67,11 @@ class _Job:
     def __post_init__(self):
         self.done = np.zeros(self.n_frames, dtype=bool)
         for name in (self.baseline, *self.sr_data):
-            self.values[name] = {key: np.full(self.n_frames, np.nan) for key in _FIELD_KEYS}
+            self.values[name] = {key: np.full(self.n_frames, np.nan) for key in FIELD_NAMES}
 
     def store(self, frames: np.ndarray, results: dict[str, FrameScores]) -> None:
         for name, scores in results.items():
-            for key in _FIELD_KEYS:
+            for key in FIELD_NAMES:
                 self.values[name][key][frames] = getattr(scores, key)
         self.done[frames] = True
 
@@ -85,7 +86,7 @@ class _Job:
         return compare(scores, baseline=self.baseline)
 
     def frame_scores(self, name: str, frame: int) -> FrameScores:
-        """The scores of one frame (NaN while not computed), Tot_cs derivable as for any."""
+        """The scores of one frame of a method (NaN while not computed)."""
         return FrameScores(
             **{key: values[frame : frame + 1] for key, values in self.values[name].items()}
         )
@@ -94,9 +95,6 @@ class _Job:
         """Frames not computed yet, ``first`` first, then onwards, then from the start."""
         order = np.roll(np.arange(self.n_frames), -first)
         return [int(t) for t in order if not self.done[t]]
-
-
-_FIELD_KEYS = ("ssim", "psnr", "gcf", "delta_gcf_lr", "delta_gcf_hr")
 
 
 class MetricsWidget(QWidget):
@@ -114,6 +112,7 @@ class MetricsWidget(QWidget):
         self._job: _Job | None = None
         self._worker = None
         self._last_notified = ""
+        self._known_layers: set[int] = set()
         self.current_table: ComparisonTable | None = None
         self._build_ui()
         self._refresh_layer_choices()
@@ -172,37 +171,55 @@ class MetricsWidget(QWidget):
         self.lr_combo.currentIndexChanged.connect(self.request_update)
 
     def _refresh_layer_choices(self) -> None:
-        """List the image layers, keeping the user's choices where the layers still exist."""
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
-        ticked = set(self.selected_sr_names())
-        first_fill = self.hr_combo.count() == 0
+        """List the image layers, keeping the user's choices (by layer, so renaming is fine).
+
+        A layer seen for the first time is ticked as SR when its name contains "sr"; an empty
+        HR-hat or LR choice takes the first layer whose name contains "hr" or "lr".
+        """
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        ticked = {id(layer) for layer in self._chosen_sr_layers()}
         widgets = (self.sr_list, self.hr_combo, self.lr_combo)
         for widget in widgets:
             widget.blockSignals(True)
         try:
             self.sr_list.clear()
-            for name in names:
-                item = QListWidgetItem(name)
+            for layer in layers:
+                item = QListWidgetItem(layer.name)
+                item.setData(Qt.UserRole, id(layer))
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                wanted = name in ticked or (first_fill and _looks_like(name, "sr"))
+                new = id(layer) not in self._known_layers
+                wanted = id(layer) in ticked or (new and _looks_like(layer.name, "sr"))
                 item.setCheckState(Qt.Checked if wanted else Qt.Unchecked)
                 self.sr_list.addItem(item)
             for combo, hint in ((self.hr_combo, "hr"), (self.lr_combo, "lr")):
-                current = combo.currentText()
+                current = combo.currentData()
                 combo.clear()
-                combo.addItems([NO_LAYER, *names])
-                if current in names:
-                    combo.setCurrentText(current)
-                else:
-                    combo.setCurrentText(next((n for n in names if _looks_like(n, hint)), NO_LAYER))
+                combo.addItem(NO_LAYER, None)
+                for layer in layers:
+                    combo.addItem(layer.name, id(layer))
+                index = combo.findData(current) if current is not None else -1
+                if index < 0:
+                    guess = next((lay for lay in layers if _looks_like(lay.name, hint)), None)
+                    index = 0 if guess is None else combo.findData(id(guess))
+                combo.setCurrentIndex(index)
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
+        self._known_layers = {id(layer) for layer in layers}
+
+    def _chosen_sr_layers(self) -> list[Image]:
+        by_id = {id(layer): layer for layer in self.viewer.layers}
+        items = (self.sr_list.item(row) for row in range(self.sr_list.count()))
+        chosen = (item.data(Qt.UserRole) for item in items if item.checkState() == Qt.Checked)
+        return [by_id[key] for key in chosen if key in by_id]
 
     def selected_sr_names(self) -> list[str]:
         """Names of the ticked SR layers, in list order."""
-        items = (self.sr_list.item(row) for row in range(self.sr_list.count()))
-        return [item.text() for item in items if item.checkState() == Qt.Checked]
+        return [layer.name for layer in self._chosen_sr_layers()]
+
+    def _chosen_layer(self, combo: QComboBox) -> Image | None:
+        key = combo.currentData()
+        return next((layer for layer in self.viewer.layers if id(layer) == key), None)
 
     def select(self, sr: list[str], hr_hat: str, lr: str) -> None:
         """Choose the layers by name (as a user would in the dock) and start computing."""
@@ -238,7 +255,8 @@ class MetricsWidget(QWidget):
         self.request_update()
 
     def _on_layer_data(self, event=None) -> None:
-        if self._job is not None and event is not None and event.source in self._job.layers:
+        changed = getattr(event, "source", None)
+        if self._job is not None and any(layer is changed for layer in self._job.layers):
             self._job = None  # its values describe data that no longer exists
         self.request_update()
 
@@ -264,42 +282,42 @@ class MetricsWidget(QWidget):
             self._report(str(exc), "warning")
             return
         job = self._job
-        if job is None or not _same_layers(job.layers, spec["layers"]):
+        if job is None or not _same_job(job, spec):
             self._cancel()
             job = self._job = _Job(**spec)
             if job.notes:
                 self._notify(job.notes.strip(), "warning")
-        if not job.done.all():
+        if self._worker is None and not job.done.all():
             self._start_worker(job, self.current_frame())
         self._show(job)
 
     def _selection(self) -> dict:
         """The chosen layers as job arguments, or SelectionError with what to change."""
-        sr_names = self.selected_sr_names()
-        hr_name, lr_name = self.hr_combo.currentText(), self.lr_combo.currentText()
+        sr_layers = self._chosen_sr_layers()
+        hr_layer, lr_layer = self._chosen_layer(self.hr_combo), self._chosen_layer(self.lr_combo)
         missing = [
             what
             for what, ok in (
-                ("tick at least one SR layer", sr_names),
-                ("choose the HR-hat layer", hr_name not in ("", NO_LAYER)),
-                ("choose the LR layer", lr_name not in ("", NO_LAYER)),
+                ("tick at least one SR layer", sr_layers),
+                ("choose the HR-hat layer", hr_layer is not None),
+                ("choose the LR layer", lr_layer is not None),
             )
             if not ok
         ]
         if missing:
             raise SelectionError("To compute the metrics, " + ", ".join(missing) + ".")
-        layers = {name: self.viewer.layers[name] for name in (*sr_names, hr_name, lr_name)}
-        for name, layer in layers.items():
-            _check_layer(name, layer)
-        shapes = {name: tuple(layer.data.shape) for name, layer in layers.items()}
+        chosen = (*sr_layers, hr_layer, lr_layer)
+        for layer in chosen:
+            _check_layer(layer)
+        shapes = {layer.name: tuple(layer.data.shape) for layer in chosen}
         if len(set(shapes.values())) > 1:
             listing = "; ".join(f"{name}: {shape}" for name, shape in shapes.items())
             raise SelectionError(
                 f"Shape mismatch ({listing}): SR, HR-hat and LR must have the same shape."
             )
-        shape = shapes[lr_name]
+        shape = shapes[lr_layer.name]
         frame_shape = shape[-2:]
-        mask, ignored = _fov_mask(layers.values(), frame_shape)
+        mask, ignored = _fov_mask(chosen, frame_shape)
         notes = (
             f" Ignored the fov_mask of {', '.join(ignored)}: not a {frame_shape} boolean array."
             if ignored
@@ -307,14 +325,14 @@ class MetricsWidget(QWidget):
         )
         return {
             "notes": notes,
-            "sr_data": {name: layers[name].data for name in sr_names},
-            "hr_data": layers[hr_name].data,
-            "lr_data": layers[lr_name].data,
+            "sr_data": {layer.name: layer.data for layer in sr_layers},
+            "hr_data": hr_layer.data,
+            "lr_data": lr_layer.data,
             "mask": mask,
-            "baseline": f"{lr_name} (LR)",
+            "baseline": f"{lr_layer.name} (LR)",
             "n_frames": shape[0] if len(shape) == 3 else 1,
             "frame_shape": frame_shape,
-            "layers": tuple(self.viewer.layers[n] for n in (*sr_names, hr_name, lr_name)),
+            "layers": chosen,
         }
 
     def current_frame(self) -> int:
@@ -443,35 +461,43 @@ def _score_frames(job: _Job, order: list[int], frames_per_chunk: int):
         order[start : start + frames_per_chunk] for start in range(1, len(order), frames_per_chunk)
     ]
     for chunk in chunks:
-        frames = np.asarray(chunk)
+        # Another worker for the same job may have scored some of these frames meanwhile.
+        frames = np.asarray([t for t in chunk if not job.done[t]], dtype=int)
+        if frames.size == 0:
+            continue
         results = evaluate_methods(
-            {name: _frames_of(data, frames, job.n_frames) for name, data in job.sr_data.items()},
-            _frames_of(job.hr_data, frames, job.n_frames),
-            _frames_of(job.lr_data, frames, job.n_frames),
+            {name: _frames_of(data, frames) for name, data in job.sr_data.items()},
+            _frames_of(job.hr_data, frames),
+            _frames_of(job.lr_data, frames),
             mask=job.mask,
             baseline=job.baseline,
         )
         yield frames, results
 
 
-def _frames_of(data, frames: np.ndarray, n_frames: int) -> np.ndarray:
+def _frames_of(data, frames: np.ndarray) -> np.ndarray:
     """The chosen frames of a layer's (lazy) data as a NumPy (len(frames), H, W) stack."""
-    if n_frames == 1 and np.ndim(data) == 2:
+    if len(data.shape) == 2:  # a single frame: ``frames`` can only be [0]
         return np.asarray(data)[np.newaxis]
     return np.asarray(data[frames])
 
 
-def _check_layer(name: str, layer) -> None:
-    if not isinstance(layer, Image):
-        raise SelectionError(f"Layer {name!r} is not an image layer.")
+def _check_layer(layer: Image) -> None:
+    name = layer.name
     if layer.rgb:
         raise SelectionError(
             f"Layer {name!r} is RGB; the metrics need grey images. Convert it to grey first "
             "(e.g. skimage.color.rgb2gray)."
         )
+    dtype = np.dtype(layer.data.dtype)
+    if dtype.kind in "iu" and dtype != np.uint8:
+        raise SelectionError(
+            f"Layer {name!r} holds {dtype} values; the metrics need intensities in [0, 1] "
+            "(float, or uint8 which is divided by 255). Rescale it first."
+        )
     if layer.multiscale:
         raise SelectionError(f"Layer {name!r} is multiscale; open it at one resolution.")
-    if layer.data.ndim not in (2, 3):
+    if len(layer.data.shape) not in (2, 3):
         raise SelectionError(
             f"Layer {name!r} has shape {layer.data.shape}; give a frame (H, W) or stack (T, H, W)."
         )
@@ -492,8 +518,14 @@ def _fov_mask(layers, frame_shape) -> tuple[np.ndarray | None, list[str]]:
     return mask, ignored
 
 
-def _same_layers(first, second) -> bool:
-    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
+def _same_job(job: _Job, spec: dict) -> bool:
+    """Whether ``spec`` asks for the same layers under the same names as ``job``."""
+    layers = spec["layers"]
+    same_layers = len(job.layers) == len(layers) and all(
+        a is b for a, b in zip(job.layers, layers, strict=True)
+    )
+    same_names = list(job.sr_data) == list(spec["sr_data"]) and job.baseline == spec["baseline"]
+    return same_layers and same_names
 
 
 def _looks_like(name: str, hint: str) -> bool:

@@ -25,8 +25,9 @@ from napari_pclesr.io.sequence import detect_format, sample_frames
 
 #: Contrast limits are these percentiles of a few frames, inside the field of view.
 CONTRAST_PERCENTILES = (0.5, 99.5)
-#: Raw bundle detection runs on frames of at least this many pixels only.
-_MIN_RAW_FRAME_PIXELS = 256 * 256
+#: Raw bundle detection runs on frames of this many pixels only (camera frames; larger ones
+#: would make every TIFF slow to open).
+_RAW_FRAME_PIXELS = (256 * 256, 2048 * 2048)
 
 
 def get_reader(path):
@@ -36,6 +37,8 @@ def get_reader(path):
             if len(path) != 1:
                 return None
             path = path[0]
+        if not Path(path).exists():
+            return None
         kind = detect_format(path)
         if kind == "layout":
             return read_layout_layers if _looks_like_layout(Path(path)) else None
@@ -123,7 +126,8 @@ def image_layer(frames, meta: dict, name: str) -> tuple:
 def _raw_bundle_layers(path: Path, frames) -> list[tuple]:
     """For raw bundle frames with a background beside them: the reconstruction and its cores."""
     first = np.asarray(frames[0])
-    if first.size < _MIN_RAW_FRAME_PIXELS or is_background_name(path):
+    low, high = _RAW_FRAME_PIXELS
+    if not low <= first.size <= high or is_background_name(path):
         return []
     if not looks_like_raw_bundle(first):
         return []

@@ -1,7 +1,8 @@
 """napari writers: Image layers as float32 TIFF, Points layers as fibre-layout files.
 
 Layer metadata keys that are saved with an image: ``frame_rate``, ``pixel_size_um``,
-``fov_circle``, ``layout_path``, ``simulator`` (a dict of parameters) and ``model``.
+``fov_circle``, ``layout_path``, ``simulator`` (a dict of parameters) and ``model``; for a
+``fibre_layout`` (a :class:`~napari_pclesr.FibreLayout`) its fibre count and grid shape.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ def write_image(path: str, data, attributes: dict) -> list[str]:
     if attributes.get("multiscale"):
         data = data[0]
     metadata = attributes.get("metadata") or {}
+    layout = metadata.get("fibre_layout")
+    extra = {}
+    if isinstance(layout, FibreLayout):  # no file to point to: record what identifies it
+        extra["fibre_layout"] = {"n_fibres": layout.n_fibres, "shape": list(layout.shape)}
     written = write_tiff(
         path,
         data,
@@ -29,6 +34,7 @@ def write_image(path: str, data, attributes: dict) -> list[str]:
         layout=metadata.get("layout_path"),
         simulator=metadata.get("simulator"),
         model=metadata.get("model"),
+        extra=extra,
     )
     return [str(written)]
 

@@ -13,7 +13,7 @@ import sys
 
 from napari_pclesr import __version__
 
-COMMAND_MODULES = ("simulate", "demo", "metrics", "io_commands")
+COMMAND_MODULES = ("simulate", "demo", "metrics", "io_commands", "train", "infer", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pclesr {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_pclesr import FibreLayout, Simulator
-    from napari_pclesr.cli.simulate import default_fibre_count
+    from napari_pclesr.fibre import fibre_count_for
     from napari_pclesr.data import phantom
     from napari_pclesr.io import write_image
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     shape = (args.size, args.size)
     start = time.perf_counter()
     hr = phantom(shape, seed=args.seed)
-    layout = FibreLayout.synthetic(shape, default_fibre_count(shape, None), seed=args.seed)
+    layout = FibreLayout.synthetic(shape, fibre_count_for(shape), seed=args.seed)
     simulator = Simulator(layout)
     lr = simulator.simulate(hr, seed=args.seed)
     elapsed = time.perf_counter() - start

@@ -44,13 +44,15 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_pclesr import FibreLayout, Simulator
+    from napari_pclesr.fibre import fibre_count_for
     from napari_pclesr.io import read_sequence, write_image
 
     hr, _ = read_sequence(args.hr_path)
     hr = hr[:] if hr.shape[0] > 1 else hr[0]
     shape = hr.shape[-2:]
     if args.layout == "synthetic":
-        layout = FibreLayout.synthetic(shape, default_fibre_count(shape, args.n_fibres), args.seed)
+        n_fibres = args.n_fibres or fibre_count_for(shape)
+        layout = FibreLayout.synthetic(shape, n_fibres, args.seed)
     else:
         layout = FibreLayout.from_file(args.layout, shape=shape)
     start = time.perf_counter()
@@ -74,10 +76,3 @@ def run(args: argparse.Namespace) -> int:
         f"in {elapsed:.2f} s -> {args.out}"
     )
     return 0
-
-
-def default_fibre_count(shape: tuple[int, int], n_fibres: int | None) -> int:
-    """``n_fibres``, or 30,000 (a Cellvizio bundle on 576×576) scaled to the grid area."""
-    if n_fibres is not None:
-        return n_fibres
-    return max(3, round(30000 * shape[0] * shape[1] / 576**2))

@@ -123,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
             elif isinstance(event, TrainingFinished):
                 result = event.result
     if main_process and result is not None:
-        how = "stopped on request" if result.stopped_by_request else (
-            "stopped early" if result.stopped_early else "done"
+        how = (
+            "stopped on request"
+            if result.stopped_by_request
+            else ("stopped early" if result.stopped_early else "done")
         )
         best = (
             f"best val loss {result.best_val_loss:.5f} at iteration {result.best_iteration} "

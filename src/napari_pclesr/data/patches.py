@@ -347,12 +347,18 @@ class PairedSequences:
         if not self._hr:
             raise ValueError("give at least one HR sequence.")
         count = len(self._hr)
-        self.names = tuple(names) if names is not None else tuple(f"seq{i:03d}" for i in range(count))
+        self.names = (
+            tuple(names) if names is not None else tuple(f"seq{i:03d}" for i in range(count))
+        )
         if len(self.names) != count:
             raise ValueError(f"{len(self.names)} names were given for {count} sequences.")
-        self._lr = None if lr is None else [_as_stack(s, f"LR {n}") for s, n in zip(lr, self.names)]
-        if self._lr is not None and len(self._lr) != count:
-            raise ValueError(f"{len(self._lr)} LR sequences were given for {count} HR sequences.")
+        if lr is not None and len(lr) != count:
+            raise ValueError(f"{len(lr)} LR sequences were given for {count} HR sequences.")
+        self._lr = (
+            None
+            if lr is None
+            else [_as_stack(s, f"LR {n}") for s, n in zip(lr, self.names, strict=True)]
+        )
         self._layout = layout
         self._simulators: dict[tuple[int, int], object] = {}
         self._ids = tuple(range(count))
@@ -524,7 +530,7 @@ class PairedSequences:
         )
 
     def hr_patches(self, normalisation: Normalisation, patch_size: int) -> np.ndarray:
-        """Normalised HR patches (N, s·p, s·p) of every frame, in the order of :meth:`lr_patches`."""
+        """Normalised HR patches (N, s·p, s·p), in the order of :meth:`lr_patches`."""
         chunks = []
         for index in range(len(self)):
             mask = upscale_mask(self._masks[index], self.scale)
@@ -545,7 +551,9 @@ class PairedSequences:
                 normalisation.lr_std,
                 self._masks[index],
             )
-            chunks.append(extract_patches(normalised, self.patch_corners(index, patch_size), patch_size))
+            chunks.append(
+                extract_patches(normalised, self.patch_corners(index, patch_size), patch_size)
+            )
         return _concatenate(chunks, patch_size)
 
     # -- internals ------------------------------------------------------------------------------
@@ -610,9 +618,7 @@ def _concatenate(chunks: list[np.ndarray], patch_size: int) -> np.ndarray:
 
 
 def _read_stack(path: Path) -> np.ndarray:
-    import tifffile
+    from napari_pclesr.io import read_sequence
 
-    try:
-        return tifffile.imread(path)
-    except (OSError, ValueError, tifffile.TiffFileError) as exc:
-        raise OSError(f"cannot read {path} as a TIFF stack: {exc}") from exc
+    frames, _ = read_sequence(path)
+    return np.asarray(frames[:])

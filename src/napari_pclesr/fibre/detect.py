@@ -60,7 +60,8 @@ def find_cores(frame, spacing: float | None = None) -> np.ndarray:
     at about one spacing, is inside it) and whose local contrast (the value minus the minimum
     over two spacings) passes an Otsu threshold, which drops maxima in the dark cladding and
     outside the bundle. Each centre is refined to sub-pixel precision by a parabola through the
-    logarithm of the contrast along each axis, which is exact for Gaussian cores.
+    logarithm of the contrast along each axis, which is exact for Gaussian cores. Finally,
+    small isolated clusters of cores (bright specks outside the bundle) are dropped.
 
     Parameters
     ----------
@@ -80,8 +81,6 @@ def find_cores(frame, spacing: float | None = None) -> np.ndarray:
         If the frame is not a grey 2-D array, the spacing is below 2 pixels, or fewer than 3
         cores are found.
     """
-    from skimage.filters import threshold_otsu
-
     image = as_grey_float(frame, name="raw frame", ndims=(2,))
     if spacing is None:
         spacing = estimate_core_spacing(image)
@@ -100,12 +99,48 @@ def find_cores(frame, spacing: float | None = None) -> np.ndarray:
     rows, cols = np.nonzero(peaks)
     if len(rows) < 3:
         raise ValueError("fewer than 3 fibre cores were found; is this a raw bundle frame?")
-    peak_contrast = contrast[rows, cols]
-    strong = peak_contrast > threshold_otsu(peak_contrast)
+    strong = _separate_cores_from_background(contrast[rows, cols])
     rows, cols = rows[strong], cols[strong]
     if len(rows) < 3:
         raise ValueError("fewer than 3 fibre cores passed the contrast threshold.")
-    return _refine_centroids(contrast, rows, cols)
+    return _drop_stray_cores(_refine_centroids(contrast, rows, cols))
+
+
+def _separate_cores_from_background(peak_contrast: np.ndarray) -> np.ndarray:
+    """Which peaks are cores: Otsu's split of the contrasts, when they are bimodal.
+
+    Peaks in the cladding and outside the bundle have a low contrast, cores a high one. When
+    every peak is a core (a clean, uniformly lit bundle) the contrasts are unimodal, and Otsu
+    would cut the cores in half; then all peaks are kept.
+    """
+    from skimage.filters import threshold_otsu
+
+    threshold = threshold_otsu(peak_contrast)
+    low, high = peak_contrast[peak_contrast <= threshold], peak_contrast[peak_contrast > threshold]
+    if len(low) and len(high) and low.mean() > 0.5 * high.mean():
+        return np.ones(len(peak_contrast), dtype=bool)
+    return peak_contrast > threshold
+
+
+def _drop_stray_cores(positions: np.ndarray) -> np.ndarray:
+    """Drop clusters of fewer than max(3, 1 % of the largest cluster) cores.
+
+    A cluster is a set of cores linked by neighbours within 1.5 median spacings. Bright specks
+    outside the bundle (hot pixels, a camera's embedded header row) pass the contrast test too;
+    left in, they would stretch the triangulation far outside the bundle. In a frame with an
+    object, dark tissue splits the bundle into many clusters of hundreds of cores, which stay.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(positions)
+    reach = 1.5 * float(np.median(tree.query(positions, k=2)[0][:, 1]))
+    pairs = tree.query_pairs(reach, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), pairs.T), shape=(len(positions),) * 2)
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    return positions[sizes[labels] >= max(3, 0.01 * sizes.max())]
 
 
 def _refine_centroids(weight: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

@@ -5,6 +5,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+CELLVIZIO_FIBRES = 30000
+CELLVIZIO_GRID = (576, 576)
+
+
+def fibre_count_for(shape: tuple[int, int]) -> int:
+    """Fibres of a Cellvizio-like bundle (30,000 on a 576×576 grid), scaled to ``shape``'s area."""
+    area_ratio = shape[0] * shape[1] / (CELLVIZIO_GRID[0] * CELLVIZIO_GRID[1])
+    return max(3, round(CELLVIZIO_FIBRES * area_ratio))
+
 
 def hexagonal_bundle(
     shape: tuple[int, int],

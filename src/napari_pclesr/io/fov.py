@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_pclesr._validation import as_grey_float
+
 #: Fraction of the (1st–99.5th percentile) range of the per-pixel maximum above which a pixel
 #: counts as lit. Low, so that dark tissue inside the FoV is kept.
 LIT_FRACTION = 0.05
@@ -82,7 +84,7 @@ def estimate_fov(frames: np.ndarray) -> FieldOfView:
         the lit area itself when it is not, and the whole frame when nothing is dark or the
         lit area is too small to be a field of view.
     """
-    stack = np.asarray(frames, dtype=np.float32)
+    stack = as_grey_float(frames, name="frames for the FoV estimate")
     if stack.ndim == 2:
         stack = stack[None]
     peak = stack.max(axis=0)

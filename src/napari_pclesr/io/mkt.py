@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_pclesr._atomic import atomic_path
+from napari_pclesr.io._values import positive_float
 from napari_pclesr.io.errors import (
     DamagedFileWarning,
     EmptyFileError,
@@ -147,7 +148,7 @@ def read_mkt(path: str | os.PathLike) -> tuple[np.ndarray | LazyFrames, dict]:
                 "this is not a Cellvizio .mkt file, or its start is damaged.",
             )
         buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    index = _read_index(buffer, path)
+    index = _read_index(buffer)
     frame_chunks = None
     if index is not None:
         frame_chunks = _frames_from_index(buffer, index[0], path)
@@ -160,24 +161,16 @@ def read_mkt(path: str | os.PathLike) -> tuple[np.ndarray | LazyFrames, dict]:
     shape, source = _frame_shape(raw, frame_bytes, path)
     frames = _map_frames(buffer, offsets + HEADER_BYTES, shape)
     meta = {
-        "frame_rate": _positive_float(raw.get("framerate")),
+        "frame_rate": positive_float(raw.get("framerate")),
         "pixel_size_um": None,
         "format": "mkt",
         "raw": raw,
         "frame_shape_source": source,
     }
-    fov_x = _positive_float(raw.get("fovx"))
+    fov_x = positive_float(raw.get("fovx"))
     if fov_x is not None:
         meta["pixel_size_um"] = fov_x / shape[1]
     return frames, meta
-
-
-def _positive_float(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
 
 
 def _header_at(buffer, offset: int) -> tuple[int, int] | None:
@@ -188,7 +181,7 @@ def _header_at(buffer, offset: int) -> tuple[int, int] | None:
     return int.from_bytes(header[8:10], "big"), int.from_bytes(header[10:14], "big")
 
 
-def _read_index(buffer, path: Path) -> tuple[np.ndarray, dict[str, str]] | None:
+def _read_index(buffer) -> tuple[np.ndarray, dict[str, str]] | None:
     """Find the last type-5 chunk near the end; return its index entries and metadata."""
     file_bytes = len(buffer)
     searched_from = file_bytes

@@ -66,7 +66,7 @@ class RawBundleReconstructor:
     def __init__(self, background, *, layout=None, spacing=None, core_radius=None):
         background = as_grey_float(background, name="background frame", ndims=(2,))
         if layout is None:
-            layout = _bundle_cores(FibreLayout.detect(background, spacing=spacing))
+            layout = FibreLayout.detect(background, spacing=spacing)
         if layout.shape != background.shape:
             raise ValueError(
                 f"the layout is for {layout.shape} frames but the background is "
@@ -125,27 +125,6 @@ class RawBundleReconstructor:
                 "use a background taken with the same camera settings."
             )
         return stack
-
-
-def _bundle_cores(layout: FibreLayout) -> FibreLayout:
-    """Keep the largest cluster of cores that lie within 1.5 spacings of each other.
-
-    Bright specks outside the bundle (hot pixels, a camera's embedded header) are detected as
-    cores too; left in, they would stretch the triangulation far outside the bundle.
-    """
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    reach = 1.5 * float(np.median(layout.nearest_neighbour_distances()))
-    pairs = cKDTree(layout.positions).query_pairs(reach, output_type="ndarray")
-    graph = sparse.coo_matrix(
-        (np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(layout.n_fibres,) * 2
-    )
-    _, labels = connected_components(graph, directed=False)
-    largest = labels == np.argmax(np.bincount(labels))
-    if largest.all():
-        return layout
-    return FibreLayout(layout.positions[largest], layout.shape)
 
 
 def _core_averaging_matrix(layout: FibreLayout, radius: float) -> sparse.csr_matrix:

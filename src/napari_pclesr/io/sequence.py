@@ -99,7 +99,9 @@ def read_sequence(path: str | os.PathLike, *, background=None) -> tuple[object, 
         raise FileNotFoundError(errno.ENOENT, "no such file or folder", os.fspath(path))
     kind = detect_format(path)
     if kind not in _READERS:
-        what = "a fibre layout; open it with read_layout" if kind == "layout" else "not a format"
+        what = "not a format"
+        if kind == "layout":
+            what = "a fibre-layout file type (open layouts with read_layout), not a format"
         raise UnsupportedFormatError(
             path,
             f"{what} that read_sequence opens (.mkt, .mpeg/.mpg/.mp4/.avi, .tif/.tiff, or a "

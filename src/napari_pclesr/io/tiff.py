@@ -22,6 +22,7 @@ import numpy as np
 from napari_pclesr._atomic import atomic_path
 from napari_pclesr._validation import as_grey_float
 from napari_pclesr.io._grey import to_grey
+from napari_pclesr.io._values import positive_float
 from napari_pclesr.io.errors import CorruptFileError, EmptyFileError, UnsupportedFormatError
 from napari_pclesr.io.lazy import LazyFrames, iter_frame_batches
 
@@ -166,41 +167,31 @@ def _ome_pixels(tif):
     return next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
 
 
-def _positive(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
-
-
 def _frame_rate(tif, saved: Mapping) -> float | None:
-    if _positive(saved.get("frame_rate")):
-        return float(saved["frame_rate"])
+    if rate := positive_float(saved.get("frame_rate")):
+        return rate
     pixels = _ome_pixels(tif)
-    if pixels is not None and _positive(pixels.get("TimeIncrement")):
-        unit_seconds = {"s": 1.0, "ms": 1e-3, "min": 60.0}.get(
-            pixels.get("TimeIncrementUnit", "s"), 1.0
-        )
-        return 1.0 / (float(pixels.get("TimeIncrement")) * unit_seconds)
+    if pixels is not None and (increment := positive_float(pixels.get("TimeIncrement"))):
+        unit = pixels.get("TimeIncrementUnit", "s")
+        return 1.0 / (increment * {"s": 1.0, "ms": 1e-3, "min": 60.0}.get(unit, 1.0))
     imagej = tif.imagej_metadata or {}
-    if _positive(imagej.get("fps")):
-        return float(imagej["fps"])
-    if _positive(imagej.get("finterval")):
-        return 1.0 / float(imagej["finterval"])
+    if rate := positive_float(imagej.get("fps")):
+        return rate
+    if interval := positive_float(imagej.get("finterval")):
+        return 1.0 / interval
     return None
 
 
 def _pixel_size(tif, saved: Mapping) -> float | None:
-    if _positive(saved.get("pixel_size_um")):
-        return float(saved["pixel_size_um"])
+    if size := positive_float(saved.get("pixel_size_um")):
+        return size
     pixels = _ome_pixels(tif)
-    if pixels is not None and _positive(pixels.get("PhysicalSizeX")):
+    if pixels is not None and (size := positive_float(pixels.get("PhysicalSizeX"))):
         scale = _MICRONS_PER_UNIT.get(pixels.get("PhysicalSizeXUnit", "µm"))
         if scale is not None:
-            return float(pixels.get("PhysicalSizeX")) * scale
+            return size * scale
     page = tif.pages[0]
-    x_resolution = _positive(page.resolution[0]) if page.resolution else None
+    x_resolution = positive_float(page.resolution[0]) if page.resolution else None
     if x_resolution is None:
         return None
     imagej_unit = (tif.imagej_metadata or {}).get("unit")
@@ -246,7 +237,7 @@ def write_image(
     model : str, optional
         Name of the model that produced the image.
     extra : mapping, optional
-        More JSON-serialisable keys.
+        More keys: JSON types, NumPy scalars and arrays, or paths.
     batch_frames : int
         Frames converted per batch.
 
@@ -271,7 +262,7 @@ def write_image(
         raise UnsupportedFormatError(path, "the writer saves TIFF only; use a .tif suffix.")
     if not isinstance(image, LazyFrames) and not _is_memory_mapped(image):
         image = as_grey_float(image, name="image", allow_nan=True)
-    elif image.ndim != 3:
+    elif image.ndim not in (2, 3):
         raise ValueError(f"image must be (H, W) or (T, H, W), got shape {image.shape}.")
     shape = tuple(int(n) for n in image.shape)
     saved = {
@@ -285,8 +276,8 @@ def write_image(
     }
     saved = {key: value for key, value in saved.items() if value is not None}
     try:
-        json.dumps(saved)
-    except TypeError as exc:
+        saved = json.loads(json.dumps(saved, default=_json_builtin))
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"TIFF metadata must be JSON-serialisable: {exc}") from exc
     stack = image if len(shape) == 3 else image[None]
 
@@ -310,6 +301,15 @@ def write_image(
             **options,
         )
     return path
+
+
+def _json_builtin(value):
+    """NumPy scalars and arrays and paths as JSON-ready Python values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def _is_memory_mapped(array) -> bool:

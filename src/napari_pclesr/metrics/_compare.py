@@ -9,7 +9,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def tot_cs(ssim_values, delta_gcf_lr):
     Returns
     -------
     float or numpy.ndarray
-        Values in [0, 1), of the broadcast shape of the inputs.
+        Values in [0, 1], of the broadcast shape of the inputs.
     """
     ssim_part = np.clip(np.asarray(ssim_values, dtype=np.float64), 0.0, 1.0)
     gcf_part = 0.5 * (1.0 + np.tanh(np.asarray(delta_gcf_lr) / (2.0 * TOT_CS_GCF_SCALE)))
@@ -107,14 +107,14 @@ class FrameScores:
 
     def take(self, frames) -> FrameScores:
         """The scores of the selected frames (an index array, slice or boolean mask)."""
-        return FrameScores(**{name: getattr(self, name)[frames] for name in _FIELDS})
+        return FrameScores(**{name: getattr(self, name)[frames] for name in FIELD_NAMES})
 
     def to_dict(self) -> dict[str, list[float]]:
         """Per-frame values as lists, Tot_cs included (JSON-ready; non-finite values as None)."""
         return {score.key: _json_list(self.values(score.key)) for score in SCORES}
 
 
-_FIELDS = ("ssim", "psnr", "gcf", "delta_gcf_lr", "delta_gcf_hr")
+FIELD_NAMES = tuple(f.name for f in fields(FrameScores))  # the stored per-frame arrays
 
 
 def evaluate(sr, hr_hat, lr, mask=None) -> FrameScores:

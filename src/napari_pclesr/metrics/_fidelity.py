@@ -112,22 +112,30 @@ def _ssim_map(image: np.ndarray, reference: np.ndarray, data_range: float) -> np
     np.multiply(image, image, out=moments[2])
     moments[2] += reference * reference
     np.multiply(image, reference, out=moments[3])
+    # Row pass, then column pass, into the other buffer each time (no aliasing). Only the
+    # pixels at least one radius from the border are kept; their windows never reach the
+    # padding, so the boundary mode ('reflect', as skimage) does not change the result.
+    row_filtered = ndi.correlate1d(moments, _WINDOW, axis=-1, mode="reflect")
+    ndi.correlate1d(row_filtered, _WINDOW, axis=-2, mode="reflect", output=moments)
     radius = WINDOW_RADIUS
-    # Only the pixels at least one radius from the border are kept; their windows never reach
-    # the padding, so the boundary mode ('reflect', as skimage) does not change the result.
-    filtered = ndi.correlate1d(moments, _WINDOW, axis=-2, mode="reflect")[:, :, radius:-radius]
-    filtered = ndi.correlate1d(filtered, _WINDOW, axis=-1, mode="reflect")[..., radius:-radius]
-    mean_x, mean_y, second_sum, second_cross = filtered
+    mean_x, mean_y, second_sum, second_cross = moments[..., radius:-radius, radius:-radius]
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     mean_product = mean_x * mean_y
     mean_squares = mean_x * mean_x
     mean_squares += mean_y * mean_y
-    numerator = 2.0 * mean_product + c1
-    numerator *= 2.0 * (second_cross - mean_product) + c2
-    denominator = second_sum - mean_squares + c2
-    denominator *= mean_squares + c1
-    return numerator / denominator
+    # (2·ux·uy + C1)(2·vxy + C2) / ((ux² + uy² + C1)(vx + vy + C2)), reusing the buffers.
+    second_cross -= mean_product
+    second_cross *= 2.0
+    second_cross += c2
+    mean_product *= 2.0
+    mean_product += c1
+    numerator = np.multiply(mean_product, second_cross, out=mean_product)
+    second_sum -= mean_squares
+    second_sum += c2
+    mean_squares += c1
+    denominator = np.multiply(second_sum, mean_squares, out=mean_squares)
+    return np.divide(numerator, denominator, out=numerator)
 
 
 def _erode_by_window(masks: np.ndarray) -> np.ndarray:

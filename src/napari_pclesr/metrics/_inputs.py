@@ -6,9 +6,10 @@ import numpy as np
 
 from napari_pclesr._validation import as_grey_float
 
-# Frames are processed in chunks of about this many pixels, so that a long stack never needs
-# several float64 copies of itself at once, while small frames are still batched.
-CHUNK_PIXELS = 1 << 20
+# Frames are processed in chunks of about this many pixels: small frames are batched (fewer
+# Python calls), while a chunk's float64 work buffers stay small enough to be cache-friendly
+# (one 576² frame per chunk measured faster than three) and a long stack is never copied whole.
+CHUNK_PIXELS = 1 << 18
 
 
 def as_stack(image, name: str) -> tuple[np.ndarray, bool]:

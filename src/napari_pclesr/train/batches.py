@@ -55,7 +55,9 @@ def dihedral_augment(
             turns = codes_here >> 2
             rotated = batch
             for quarter in (1, 2, 3):
-                rotated = torch.where(turns == quarter, torch.rot90(batch, quarter, (-2, -1)), rotated)
+                rotated = torch.where(
+                    turns == quarter, torch.rot90(batch, quarter, (-2, -1)), rotated
+                )
             batch = rotated
         results.append(batch)
     return tuple(results)
@@ -103,7 +105,9 @@ class PatchSampler:
                 "more data, a smaller patch size, or fewer processes."
             )
         shuffle = torch.Generator().manual_seed(seed)
-        self.shard = torch.randperm(total, generator=shuffle)[rank::world_size][: total // world_size]
+        self.shard = torch.randperm(total, generator=shuffle)[rank::world_size][
+            : total // world_size
+        ]
         self.batch_size = int(batch_size)
         self.device = device
         self.flips, self.rot90 = flips, rot90
@@ -164,7 +168,10 @@ class PatchSampler:
         needed = self.iterations_per_epoch * self.batch_size
         repeats = math.ceil(needed / len(self.shard))
         orders = [torch.randperm(len(self.shard), generator=self._order_generator)]
-        orders += [torch.randperm(len(self.shard), generator=self._order_generator) for _ in range(repeats - 1)]
+        orders += [
+            torch.randperm(len(self.shard), generator=self._order_generator)
+            for _ in range(repeats - 1)
+        ]
         self._order = torch.cat(orders)[:needed]
         self._position = 0
         self.epoch += 1

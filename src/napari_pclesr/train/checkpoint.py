@@ -64,11 +64,10 @@ def save_checkpoint(checkpoint: dict, path) -> Path:
     payload["package_version"] = __version__
     payload.update({k: v for k, v in checkpoint.items() if k not in payload})
     path = Path(path)
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 
@@ -168,7 +167,9 @@ def load_model(checkpoint, device="cpu", *, model=None):
         try:
             model = models.create(spec["name"], scale=scale, **hparams)
         except ValueError as exc:
-            raise CheckpointError(f"{source}: cannot rebuild model {spec['name']!r}: {exc}") from exc
+            raise CheckpointError(
+                f"{source}: cannot rebuild model {spec['name']!r}: {exc}"
+            ) from exc
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

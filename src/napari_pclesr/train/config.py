@@ -11,6 +11,8 @@ from napari_pclesr.data.splits import DEFAULT_FRACTIONS
 __all__ = ["SCHEDULES", "TrainConfig"]
 
 SCHEDULES = (None, "cosine", "step")
+# Validation scores SSIM, whose Gaussian window is 11 × 11 pixels.
+MIN_PATCH_SIZE = 11
 
 
 @dataclass
@@ -68,7 +70,8 @@ class TrainConfig:
         Checkpoint to continue from (iteration count, weights, optimiser, schedule, scaler,
         random states and batch order).
     patch_size : int
-        Side of the LR patches (the HR patches are ``scale`` times larger).
+        Side of the LR patches (the HR patches are ``scale`` times larger); at least 11, the
+        size of the SSIM window.
     augment_flips, augment_rot90 : bool
         Random horizontal/vertical flips and 90° rotations of the training patches.
     fresh_noise_per_epoch : bool
@@ -158,7 +161,7 @@ class TrainConfig:
         _check_int(self, "batch_size", minimum=1)
         _check_int(self, "val_every", minimum=1)
         _check_int(self, "log_every", minimum=1)
-        _check_int(self, "patch_size", minimum=1)
+        _check_int(self, "patch_size", minimum=MIN_PATCH_SIZE)
         _check_int(self, "scale", minimum=1)
         _check_int(self, "seed", minimum=0)
         if self.patience is not None:
@@ -175,14 +178,14 @@ class TrainConfig:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}.")
         if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"unknown schedule {self.schedule!r}; use None, 'cosine' or 'step'."
-            )
+            raise ValueError(f"unknown schedule {self.schedule!r}; use None, 'cosine' or 'step'.")
         if not isinstance(self.amp, bool):
             raise ValueError(f"amp must be True or False, got {self.amp!r}.")
         # split_sequences checks the fractions fully; fail here already for obvious mistakes.
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or not math.isclose(
-            sum(self.split), 1.0
+        if (
+            len(self.split) != 3
+            or any(f < 0 for f in self.split)
+            or not math.isclose(sum(self.split), 1.0)
         ):
             raise ValueError(
                 f"split must be three non-negative fractions summing to 1, got {self.split}."

@@ -146,4 +146,6 @@ class TrainingFinished:
     result: TrainResult
 
 
-TrainingEvent = TrainingStarted | IterationDone | ValidationDone | CheckpointSaved | TrainingFinished
+TrainingEvent = (
+    TrainingStarted | IterationDone | ValidationDone | CheckpointSaved | TrainingFinished
+)

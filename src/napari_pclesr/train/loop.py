@@ -174,7 +174,7 @@ class _TrainingRun:
         from napari_pclesr import losses
 
         self.loss_fn = losses.create(config.loss).to(self.device)
-        self.ssim_fn = losses.create("ssim").to(self.device)
+        self.ssim_fn = losses.ssim
         self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps
@@ -426,7 +426,7 @@ class _TrainingRun:
             prediction = prediction.float()
             count = len(lr)
             sums[0] += self.loss_fn(prediction, hr).double() * count
-            sums[1] += (1.0 - self.ssim_fn(prediction.clamp(0, 1), hr)).double() * count
+            sums[1] += self.ssim_fn(prediction.clamp(0, 1), hr).double().sum()
             sums[2] += count
         self.context.all_reduce_sum(sums)
         self.model.train()
@@ -505,7 +505,9 @@ class _Window:
 
     def flush(self, context) -> tuple[float, float, float]:
         """Mean loss over the window (and over processes), data-wait time, total time."""
-        totals = torch.stack([self.loss, torch.tensor(float(self.count), device=self.device).double()])
+        totals = torch.stack(
+            [self.loss, torch.tensor(float(self.count), device=self.device).double()]
+        )
         context.all_reduce_sum(totals)
         mean = float(totals[0] / totals[1])  # .item() waits for the device: time it after
         elapsed = time.perf_counter() - self.start
@@ -571,14 +573,16 @@ def _check_resumable(config: TrainConfig, checkpoint: dict) -> None:
         raise ValueError(f"{config.resume} holds no training state to resume from.")
 
 
+# The global random states are seeded and saved because code outside this package (custom
+# networks, user callbacks) may draw from them; everything here uses its own generators.
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002
     torch.manual_seed(seed)
 
 
 def _get_rng_state() -> dict:
-    numpy_state = np.random.get_state()
+    numpy_state = np.random.get_state()  # noqa: NPY002
     state = {
         "python": random.getstate(),
         "numpy": [
@@ -596,7 +600,7 @@ def _get_rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     random.setstate(_as_tuples(state["python"]))
     name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,184 @@
+"""The inference dock in a real napari viewer (run under xvfb-run)."""
+
+import numpy as np
+import pytest
+
+from napari_pclesr.data import phantom
+from napari_pclesr.data.patches import PairedSequences
+from napari_pclesr.infer import super_resolve
+from napari_pclesr.train import TrainConfig, train
+
+pytestmark = pytest.mark.napari
+
+TINY_FSRCNN = {"features": 8, "shrink_features": 4, "mapping_layers": 1}
+
+
+@pytest.fixture
+def dock(make_napari_viewer):
+    from napari_pclesr._napari._inference_widget import InferenceWidget
+
+    viewer = make_napari_viewer()
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._device.value = "cpu"
+    return viewer, widget
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """best.pt of a tiny ×2 FSRCNN trained for two iterations."""
+    out_dir = tmp_path_factory.mktemp("run")
+    data = PairedSequences([phantom((96, 96), seed=i) for i in range(3)], scale=2)
+    config = TrainConfig(
+        model="fsrcnn",
+        hparams=TINY_FSRCNN,
+        scale=2,
+        loss="l1",
+        iterations=2,
+        batch_size=4,
+        patch_size=12,
+        val_every=2,
+        device="cpu",
+        out_dir=str(out_dir),
+    )
+    return train(config, data=data).best_checkpoint
+
+
+def run_and_wait(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None, widget._status.value
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    return worker
+
+
+def lr_stack(frames=3, shape=(48, 48)):
+    stack = np.stack([phantom(shape, seed=i) for i in range(frames)])
+    mask = np.zeros(shape, dtype=bool)
+    mask[4:-4, 6:-6] = True
+    return np.where(mask, stack, 0).astype(np.float32), mask
+
+
+def test_baseline_output_equals_super_resolve(dock, qtbot):
+    viewer, widget = dock
+    stack, mask = lr_stack()
+    viewer.add_image(stack, name="lr", metadata={"fov_mask": mask}, translate=(0, 10, 20))
+    widget._image.value = viewer.layers["lr"]
+    widget._source.value = "bicubic"
+    widget._baseline_scale.value = 2
+    widget._batch_size.value = 2  # two chunks of frames
+    run_and_wait(qtbot, widget)
+
+    layer = viewer.layers["lr SR (bicubic ×2)"]
+    expected = super_resolve(
+        stack, "bicubic", device="cpu", scale=2, fov_mask=mask, batch_size=2, half=None
+    )
+    np.testing.assert_allclose(layer.data, expected, rtol=0, atol=1e-6)
+    assert layer.data.shape == (3, 96, 96)
+    upsampled_mask = np.repeat(np.repeat(mask, 2, axis=0), 2, axis=1)
+    assert np.array_equal(layer.metadata["fov_mask"], upsampled_mask)
+    assert not layer.data[:, ~upsampled_mask].any()
+    assert layer.metadata["sr_model"] == "bicubic ×2"
+    assert layer.metadata["sr_checkpoint"] is None
+    assert layer.metadata["sr_device"] == "cpu"
+    low, high = np.percentile(expected[:, upsampled_mask], (0.5, 99.5))
+    assert layer.contrast_limits == pytest.approx([low, high])
+    # The output overlays the input: output pixel 2·i + 1/2 sits on LR pixel i.
+    assert tuple(layer.scale) == (1, 0.5, 0.5)
+    lr_world = viewer.layers["lr"].data_to_world((0, 7, 9))
+    sr_world = layer.data_to_world((0, 2 * 7 + 0.5, 2 * 9 + 0.5))
+    np.testing.assert_allclose(sr_world, lr_world)
+    assert "Done: 3 frame(s)" in widget._status.value
+
+
+def test_single_frame_without_mask_matches_super_resolve(dock, qtbot):
+    viewer, widget = dock
+    frame = phantom((40, 56), seed=3)
+    viewer.add_image(frame, name="frame")
+    widget._image.value = viewer.layers["frame"]
+    widget._source.value = "unsharp"
+    widget._tile.value = 24
+    widget._overlap.value = 8
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["frame SR (unsharp)"]
+    expected = super_resolve(frame, "unsharp", device="cpu", tile=24, overlap=8)
+    np.testing.assert_allclose(layer.data, expected, rtol=0, atol=1e-6)
+    assert layer.metadata["sr_settings"]["tile"] == 24
+    assert tuple(layer.scale) == (1, 1)
+
+
+def test_stop_ends_early_without_a_layer(dock, qtbot):
+    viewer, widget = dock
+    stack, _ = lr_stack(frames=200, shape=(32, 32))
+    viewer.add_image(stack, name="long")
+    widget._image.value = viewer.layers["long"]
+    widget._source.value = "richardson_lucy"
+    widget._batch_size.value = 1
+    worker = widget.run()
+    worker.yielded.connect(lambda _event: widget.stop())
+    with qtbot.waitSignal(worker.finished, timeout=60000):
+        pass
+    assert [layer.name for layer in viewer.layers] == ["long"]
+    assert 1 <= widget._progress.value < 200
+    assert widget._status.value.startswith("Stopped after")
+    assert widget.worker is None and widget._run.enabled
+
+
+def test_bad_layers_and_settings_get_clear_messages(dock):
+    viewer, widget = dock
+    widget._source.value = "bicubic"
+    assert widget.run() is None
+    assert "Pick the LR image layer" in widget._status.value
+
+    viewer.add_image(np.random.default_rng(0).random((32, 32, 3)), name="colour", rgb=True)
+    widget._image.value = viewer.layers["colour"]
+    assert widget.run() is None
+    assert "RGB" in widget._status.value and "grey" in widget._status.value
+
+    viewer.add_image(np.zeros((2, 2, 16, 16), dtype=np.float32), name="4d")
+    widget._image.value = viewer.layers["4d"]
+    assert widget.run() is None
+    assert "(2, 2, 16, 16)" in widget._status.value
+
+    viewer.add_image(phantom((32, 32)), name="lr")
+    widget._image.value = viewer.layers["lr"]
+    widget._tile.value, widget._overlap.value = 20, 10
+    assert widget.run() is None
+    assert "larger than twice the overlap" in widget._status.value
+
+    widget._tile.value = 0
+    widget._source.value = "checkpoint file"
+    assert widget.run() is None
+    assert "Choose a checkpoint file" in widget._status.value
+    assert len(viewer.layers) == 3
+
+
+def test_checkpoint_output_equals_super_resolve(dock, qtbot, checkpoint):
+    viewer, widget = dock
+    stack, mask = lr_stack(frames=2, shape=(40, 40))
+    viewer.add_image(stack, name="lr", metadata={"fov_mask": mask})
+    widget._image.value = viewer.layers["lr"]
+    widget.use_checkpoint(checkpoint)
+    assert widget._checkpoint.visible or not widget.visible
+    run_and_wait(qtbot, widget)
+
+    layer = viewer.layers["lr SR (fsrcnn best.pt)"]
+    expected = super_resolve(stack, checkpoint, device="cpu", fov_mask=mask)
+    np.testing.assert_allclose(layer.data, expected, rtol=0, atol=1e-6)
+    assert layer.data.shape == (2, 80, 80)
+    assert layer.metadata["sr_checkpoint"] == str(checkpoint)
+    assert layer.metadata["sr_scale"] == 2
+
+
+def test_unreadable_checkpoint_is_reported_without_a_layer(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    viewer.add_image(phantom((32, 32)), name="lr")
+    widget._image.value = viewer.layers["lr"]
+    widget.use_checkpoint(bad)
+    run_and_wait(qtbot, widget)
+    assert "Super-resolution failed" in widget._status.value
+    assert "cannot be read as a checkpoint" in widget._status.value
+    assert len(viewer.layers) == 1
+    assert widget._run.enabled
