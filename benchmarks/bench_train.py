@@ -14,8 +14,9 @@ The ratio ours / bare shows what the pipeline costs; the data-wait share is the 
 step time spent fetching batches (indexing, augmentation and, for host-resident patches, the
 copy to the GPU).
 
-Run ``python benchmarks/bench_train.py`` (CPU: 2 timed iterations per model, big models are
-skipped unless named with ``--models``), or ``--iters 50`` on a GPU.
+Run ``python benchmarks/bench_train.py`` (CPU: 1 timed iteration per model, which takes minutes
+for EDSR and DenseNet-SR; models over 5 M parameters are skipped unless named with
+``--models``); on a GPU it times 50 iterations per model.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     device = select_device(args.device)
     on_cpu = device.type == "cpu"
-    timed = args.iters or (2 if on_cpu else 50)
+    timed = args.iters or (1 if on_cpu else 50)
     warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 5)
-    names = args.models or models.available()
+    sizes = {name: models.count_parameters(models.create(name)) for name in models.available()}
+    names = args.models or sorted(sizes, key=sizes.get)  # smallest first
     print(
         f"device {device}, batch {BATCH}, {PATCH}x{PATCH} patches, loss {args.loss}, "
         f"{timed} timed iterations after {warmup} warm-up, torch threads "
@@ -64,7 +66,7 @@ def main() -> None:
     print(f"sample data: {data}, {data.count_patches(PATCH)} patches in all")
     rows = []
     for name in names:
-        size = models.count_parameters(models.create(name))
+        size = sizes[name]
         if on_cpu and args.models is None and size > CPU_PARAMETER_LIMIT:
             print(f"{name}: skipped on the CPU ({size:,} parameters); name it with --models")
             continue
@@ -73,6 +75,7 @@ def main() -> None:
         rows.append(
             (name, f"{size:,}", ours, ours * BATCH, bare, bare * BATCH, ours / bare, 100 * wait)
         )
+        print(f"{name}: ours {ours:.3g} it/s, bare {bare:.3g} it/s, data wait {100 * wait:.2g}%")
     print_table(
         f"Training speed on {device} (batch {BATCH}, {PATCH}x{PATCH})",
         (

@@ -34,9 +34,14 @@ def test_simulate_reports_bad_input_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_demo_writes_its_outputs(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--size", "96"]) == 0
-    for name in ("hr.tif", "lr.tif", "layout.csv", "preview.png"):
+def test_demo_runs_the_whole_job(tmp_path, capsys):
+    args = ["--size", "96", "--train-size", "192", "--iterations", "3", "--batch-size", "4"]
+    assert (
+        main(["demo", "--out", str(tmp_path), "--device", "cpu", "--test-frames", "2", *args]) == 0
+    )
+    for name in ("hr.tif", "lr.tif", "layout.csv", "preview.png", "scores.csv", "run/best.pt"):
         assert (tmp_path / name).is_file()
-    assert tifffile.imread(tmp_path / "lr.tif").shape == (96, 96)
-    assert "fibres" in capsys.readouterr().out
+    for method in ("fsrcnn", "wiener", "unsharp"):
+        assert tifffile.imread(tmp_path / f"sr_{method}.tif").shape == (2, 96, 96)
+    output = capsys.readouterr().out
+    assert "Tot_cs" in output and "FSRCNN" in output

@@ -374,3 +374,13 @@ def test_layout_errors(tmp_path):
         read_layout(tmp_path / "empty.npz")
     with pytest.raises(UnsupportedFormatError):
         write_layout(tmp_path / "layout.txt", FibreLayout.synthetic((32, 32), 50))
+
+
+@pytest.mark.parametrize("n_frames", [3, 4])
+def test_short_stacks_written_by_tifffile_defaults_stay_grey_frames(tmp_path, n_frames):
+    # tifffile marks any (3|4, H, W) array as planar RGB; it is a stack of grey frames.
+    stack = np.random.default_rng(0).random((n_frames, 20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "short.tif", stack)
+    frames, _ = read_sequence(tmp_path / "short.tif")
+    assert frames.shape == (n_frames, 20, 24)
+    np.testing.assert_array_equal(np.asarray(frames[:]), stack)

@@ -300,3 +300,34 @@ def test_hparam_values_are_parsed_as_json_or_text():
         "act": "relu",
         "flag": True,
     }
+
+
+def test_folder_without_lr_simulates_through_the_given_layout(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_pclesr import FibreLayout, Simulator
+    from napari_pclesr.train import load_training_data
+
+    (tmp_path / "hr").mkdir()
+    for seed in range(3):
+        tifffile.imwrite(tmp_path / "hr" / f"s{seed}.tif", smooth_stack(5, (40, 40), seed))
+    layout = FibreLayout.synthetic((40, 40), n_fibres=400, seed=3)
+    layout.save(tmp_path / "layout.npz")
+    config = tiny_config(data=str(tmp_path), layout=str(tmp_path / "layout.npz"))
+    data = load_training_data(config)
+    assert data.simulated and data.names == ("s0", "s1", "s2")
+    np.testing.assert_array_equal(data.fov_mask(0), Simulator(layout).fov_mask)
+    with pytest.raises(ValueError, match="--layout applies to folder data"):
+        load_training_data(config.replace(data="sample"))
+
+
+def test_training_at_scale_two_gives_a_checkpoint_that_doubles_the_size(tmp_path):
+    from napari_pclesr.infer import super_resolve
+
+    hr = [smooth_stack(2, (64, 64), seed) for seed in range(3)]
+    lr = [s.reshape(2, 32, 2, 32, 2).mean(axis=(2, 4)) for s in hr]
+    data = PairedSequences(hr, lr, scale=2)
+    config = tiny_config(scale=2, iterations=2, val_every=2, out_dir=str(tmp_path))
+    result = train(config, data=data)
+    assert result.model.scale == 2
+    sr = super_resolve(lr[0], tmp_path / "best.pt", device="cpu")
+    assert sr.shape == (2, 64, 64)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_pclesr._validation import as_grey_float
+from napari_pclesr.devices import select_device
 from napari_pclesr.losses import gaussian_kernel1d, ssim
 from napari_pclesr.models._common import check_frames, check_scale
 
@@ -464,7 +465,7 @@ def tune_unsharp(
     batch_size : int
         Frames processed together.
     device : str or torch.device
-        Where to compute.
+        Where to compute: ``"cpu"`` (default), ``"auto"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     return_scores : bool
         Also return the (len(radii), len(amounts)) array of mean SSIM values.
 
@@ -494,7 +495,7 @@ def tune_unsharp(
     if not radii or not amounts:
         raise ValueError("radii and amounts must each hold at least one value.")
     batch_size = _count(batch_size, "batch_size")
-    device = torch.device(device)
+    device = select_device(device)
     totals = np.zeros((len(radii), len(amounts)))
     enlarge = Interpolation(scale, "bicubic")
     with torch.inference_mode():

@@ -247,7 +247,12 @@ def create(name: str, **kwargs) -> nn.Module:
     if key not in _LOSSES:
         names = ", ".join([*_LOSSES, *_ALIASES])
         raise ValueError(f"unknown loss {name!r}; available losses: {names}.")
-    accepted = list(inspect.signature(_LOSSES[key]).parameters)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [
+        option
+        for option, parameter in inspect.signature(_LOSSES[key]).parameters.items()
+        if parameter.kind in named
+    ]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(

@@ -119,6 +119,34 @@ def layer_fov_mask(layer, frame_shape) -> np.ndarray | None:
     return mask
 
 
+class WorkerDock(Container):
+    """A dock that runs one background worker at a time and survives being closed mid-run.
+
+    When napari deletes the dock's Qt widget (the dock is closed, or the viewer), the running
+    job is asked to end (:meth:`_abandon`) and the worker's later signals are ignored, as
+    they would otherwise touch deleted widgets.
+    """
+
+    def __init__(self, widgets):
+        super().__init__(widgets=widgets)
+        self.worker = None
+        self.closed = False
+        self.native.destroyed.connect(self._on_destroyed)
+
+    def _connect(self, signal, handler) -> None:
+        """Connect a worker signal to ``handler`` for as long as the dock exists."""
+        signal.connect(lambda *args: None if self.closed else handler(*args))
+
+    def _on_destroyed(self, _object=None) -> None:
+        self.closed = True
+        if self.worker is not None:
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """End the running job without touching the (deleted) widgets."""
+        raise NotImplementedError
+
+
 def report(status_label: Label, message: str, error: bool = False) -> None:
     """Show ``message`` in a dock's status line, and as a napari warning if it is an error."""
     status_label.value = message
@@ -128,7 +156,7 @@ def report(status_label: Label, message: str, error: bool = False) -> None:
         show_warning(message)
 
 
-class InferenceWidget(Container):
+class InferenceWidget(WorkerDock):
     """Super-resolve an image layer with a checkpoint or a baseline.
 
     Choose the LR image layer (a frame or a stack), the model (a ``.pt`` checkpoint written by
@@ -141,9 +169,7 @@ class InferenceWidget(Container):
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
         self._image = create_widget(annotation="napari.layers.Image", label="LR image")
-        self._source = ComboBox(
-            label="model", choices=[CHECKPOINT_SOURCE, *baselines.available()]
-        )
+        self._source = ComboBox(label="model", choices=[CHECKPOINT_SOURCE, *baselines.available()])
         self._checkpoint = FileEdit(
             label="checkpoint", mode="r", filter=CHECKPOINT_FILTER, nullable=True
         )
@@ -172,13 +198,12 @@ class InferenceWidget(Container):
                 self._stop,
                 self._progress,
                 self._status,
-            ]
+            ],
         )
         self._source.changed.connect(self._show_source_options)
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
         self._show_source_options()
-        self.worker = None
         _LIVE_WIDGETS.add(self)
 
     # -- public API (also used by the training dock, tests and scripts) --------------------------
@@ -200,6 +225,9 @@ class InferenceWidget(Container):
         if self.worker is not None:
             self.worker.quit()
             self._status.value = "Stopping after the current frames…"
+
+    def _abandon(self) -> None:
+        self.worker.quit()
 
     def use_checkpoint(self, path) -> None:
         """Select the checkpoint file ``path`` as the model (e.g. a finished training's best)."""
@@ -252,12 +280,13 @@ class InferenceWidget(Container):
     def _start_worker(self, job: dict):
         from napari.qt.threading import thread_worker
 
-        worker = thread_worker(_super_resolve_in_chunks)(job)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(self._on_error)
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
+        # Errors go to the status line and a notification, not to the Qt event loop.
+        worker = thread_worker(_super_resolve_in_chunks, ignore_errors=True)(job)
+        self._connect(worker.yielded, self._on_progress)
+        self._connect(worker.returned, self._on_result)
+        self._connect(worker.errored, self._on_error)
+        self._connect(worker.aborted, self._on_aborted)
+        self._connect(worker.finished, self._on_finished)
         self._run.enabled, self._stop.enabled = False, True
         total = 1 if job["frames"].ndim == 2 else len(job["frames"])
         self._progress.max, self._progress.value = total, 0

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -34,6 +33,7 @@ from napari_pclesr._napari._inference_widget import (
     _LIVE_WIDGETS,
     CHECKPOINT_FILTER,
     SCALES,
+    WorkerDock,
     device_choices,
     image_frames,
     layer_fov_mask,
@@ -90,7 +90,7 @@ class DataSource:
         return "napari layers, simulated LR: " + ", ".join(repr(name) for name in self.names)
 
 
-class TrainingWidget(Container):
+class TrainingWidget(WorkerDock):
     """Train a registered SR network on (HR, LR) pairs, with live progress and a Stop button.
 
     Data: HR image layer(s) with the LR simulated through a synthetic fibre bundle (noise
@@ -102,7 +102,7 @@ class TrainingWidget(Container):
     """
 
     def __init__(self, napari_viewer):
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer  # before the layer lists ask for their choices
         self._model = ComboBox(label="model", choices=models.available(), value="fsrcnn")
         self._hparams = LineEdit(label="hyper-parameters", value="")
         self._n_parameters = Label(value="")
@@ -111,12 +111,14 @@ class TrainingWidget(Container):
         self._iterations = SpinBox(
             label="iterations", min=1, max=10_000_000, value=DEFAULTS.iterations
         )
-        self._batch_size = SpinBox(label="batch size", min=1, max=4096, value=16)
+        self._batch_size = SpinBox(label="batch size", min=1, max=4096, value=DEFAULTS.batch_size)
         self._learning_rate = LineEdit(label="learning rate", value=f"{DEFAULTS.lr:g}")
         self._val_every = SpinBox(
             label="validate every", min=1, max=10_000_000, value=DEFAULTS.val_every
         )
-        self._patch_size = SpinBox(label="LR patch size", min=1, max=4096, value=64)
+        self._patch_size = SpinBox(
+            label="LR patch size", min=1, max=4096, value=DEFAULTS.patch_size
+        )
         self._out_dir = FileEdit(label="output folder", mode="d", nullable=True)
         self._resume = FileEdit(
             label="resume from", mode="r", filter=CHECKPOINT_FILTER, nullable=True
@@ -168,13 +170,14 @@ class TrainingWidget(Container):
                 self._curve,
                 self._history,
                 self._to_inference,
-            ]
+            ],
         )
-        self.worker = None
         self._stop_event = threading.Event()
         self._checkpoints: dict[str, Path] = {}
         self._losses: list[float] = []
         self._last_ssim: float | None = None
+        self._run_device = ""
+        self._resume_iteration: int | None = None
         self._model.changed.connect(self._describe_model)
         self._hparams.changed.connect(self._describe_model)
         self._scale.changed.connect(self._describe_model)
@@ -214,6 +217,9 @@ class TrainingWidget(Container):
             self._stop_event.set()
             self._status.value = "Stopping after the current iteration (writing last.pt)…"
 
+    def _abandon(self) -> None:
+        self._stop_event.set()  # the run still writes last.pt
+
     def config(self) -> TrainConfig:
         """The :class:`TrainConfig` the current settings describe (``ValueError`` if invalid)."""
         out_dir = self._out_dir.value
@@ -227,12 +233,18 @@ class TrainingWidget(Container):
                 f"{self._learning_rate.value!r}."
             ) from None
         val_every = int(self._val_every.value)
+        iterations = int(self._iterations.value)
+        if self._resume.value is not None and iterations <= (self._resume_iteration or 0):
+            raise ValueError(
+                f"{self._resume.value.name} is at iteration {self._resume_iteration}; set the "
+                "iterations higher to train further."
+            )
         config = TrainConfig(
             model=self._model.value,
             hparams=parse_hparams(self._hparams.value),
             scale=int(self._scale.value),
             loss=self._loss.value,
-            iterations=int(self._iterations.value),
+            iterations=iterations,
             batch_size=int(self._batch_size.value),
             lr=learning_rate,
             val_every=val_every,
@@ -255,13 +267,18 @@ class TrainingWidget(Container):
         path = self._checkpoints.get("best") or self._checkpoints.get("last")
         if path is None:
             return None
-        docked = [w for w in list(_LIVE_WIDGETS) if w.viewer is self.viewer]
+        viewer = _unwrapped(self.viewer)
+        docked = [
+            widget
+            for widget in list(_LIVE_WIDGETS)
+            if _unwrapped(widget.viewer) is viewer
+            and not widget.closed
+            and widget.native.parent() is not None  # napari unparents a removed dock
+        ]
         if docked:
             widget = docked[0]
         else:
-            _, widget = self.viewer.window.add_plugin_dock_widget(
-                "napari-pclesr", INFERENCE_WIDGET
-            )
+            _, widget = self.viewer.window.add_plugin_dock_widget("napari-pclesr", INFERENCE_WIDGET)
         widget.use_checkpoint(path)
         return widget
 
@@ -281,25 +298,40 @@ class TrainingWidget(Container):
             control.visible = source != PAIRED
 
     def _describe_model(self, _value=None) -> None:
+        """Show the parameter count of the chosen network (counted in a worker: building even
+        a bodiless network can take a moment the first time)."""
+        from napari.qt.threading import thread_worker
+
         name = self._model.value
         defaults = ", ".join(f"{k}={v}" for k, v in models.default_hparams(name).items())
         self._hparams.tooltip = f"key=value pairs; {name} defaults: {defaults}"
+        request = (name, self._hparams.value, self._scale.value)
         try:
-            config = TrainConfig(
-                model=name, hparams=parse_hparams(self._hparams.value), scale=self._scale.value
-            )
-            count = _count_parameters(config)
+            config = TrainConfig(model=name, hparams=parse_hparams(request[1]), scale=request[2])
         except ValueError as exc:
             self._n_parameters.value = str(exc)
-        else:
-            self._n_parameters.value = f"{count:,} parameters (defaults: {defaults})"
+            return
+        self._n_parameters.value = "counting parameters…"
+
+        def show(text: str) -> None:
+            current = (self._model.value, self._hparams.value, self._scale.value)
+            if current == request:  # otherwise a newer request is on its way
+                self._n_parameters.value = text
+
+        worker = thread_worker(_count_parameters, ignore_errors=True)(config)
+        self._connect(
+            worker.returned, lambda count: show(f"{count:,} parameters (defaults: {defaults})")
+        )
+        self._connect(worker.errored, lambda exc: show(str(exc)))
+        worker.start()
 
     def _fill_from_checkpoint(self, path=None) -> None:
         """Copy the network and data settings of a checkpoint chosen to resume from."""
+        self._resume_iteration = None
         if path is None:
             return
         try:
-            saved = _read_config(path)
+            saved, self._resume_iteration = _read_config(path)
         except (OSError, ValueError) as exc:
             report(self._status, f"Cannot resume from {path}: {exc}", error=True)
             return
@@ -315,9 +347,11 @@ class TrainingWidget(Container):
         self._sigma_mult.value = saved["sigma_mult"]
         self._sigma_add.value = saved["sigma_add"]
         self._iterations.value = max(self._iterations.value, saved["iterations"])
+        if saved["data"] == "sample":
+            self._source.value = SAMPLE
         self._status.value = (
-            f"Resuming {Path(path).name}: settings copied from it (data: {saved['data']}). "
-            "Raise the iterations to train further."
+            f"Resuming {Path(path).name} at iteration {self._resume_iteration}: settings "
+            f"copied from it (data: {saved['data']})."
         )
 
     def _data_source(self, read_layers: bool = True) -> DataSource:
@@ -358,11 +392,13 @@ class TrainingWidget(Container):
         self._last_ssim = None
         self._history.value = ""
         self._curve.value = ""
-        worker = thread_worker(_train_in_worker)(config, source, self._stop_event)
-        worker.yielded.connect(self._on_event)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
+        worker = thread_worker(_train_in_worker, ignore_errors=True)(
+            config, source, self._stop_event
+        )
+        self._connect(worker.yielded, self._on_event)
+        self._connect(worker.returned, self._on_returned)
+        self._connect(worker.errored, self._on_error)
+        self._connect(worker.finished, self._on_finished)
         self._start.enabled, self._stop.enabled = False, True
         self._to_inference.enabled = False
         self._progress.max, self._progress.value = config.iterations, 0
@@ -382,6 +418,7 @@ class TrainingWidget(Container):
                 f"{event.n_val_patches} validation patches; iterations "
                 f"{event.start_iteration + 1}–{event.iterations}"
             )
+            self._run_device = event.device
             self._status.value = f"Training on {event.device}…"
         elif isinstance(event, IterationDone):
             self._on_iteration(event)
@@ -405,7 +442,7 @@ class TrainingWidget(Container):
         self._status.value = (
             f"iteration {event.iteration}/{event.iterations} · loss {event.loss:.4g} · "
             f"val SSIM {ssim} · {event.iterations_per_s:.2f} it/s · ETA "
-            f"{format_duration(event.eta_s)}{memory}"
+            f"{format_duration(event.eta_s)} · {self._run_device}{memory}"
         )
         self._curve.value = f"loss {sparkline(self._losses)}"
         self._log(f"iteration {event.iteration}: loss {event.loss:.4g}, lr {event.lr:.3g}")
@@ -499,6 +536,11 @@ def sparkline(values, length: int = SPARK_LENGTH) -> str:
     return "".join(SPARK_CHARACTERS[level] for level in levels)
 
 
+def _unwrapped(viewer):
+    """The viewer itself: napari hands plugin docks a proxy, a new one for each dock."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 def _count_parameters(config: TrainConfig) -> int:
     """Build the configured network without memory (meta device) and count its parameters."""
     import torch
@@ -511,8 +553,9 @@ def _count_parameters(config: TrainConfig) -> int:
     return models.count_parameters(network)
 
 
-def _read_config(path) -> dict:
-    """The training configuration stored in a checkpoint, without loading its tensors."""
+def _read_config(path) -> tuple[dict, int]:
+    """The training configuration and iteration of a checkpoint, without loading its
+    tensors."""
     import torch
 
     from napari_pclesr.train.checkpoint import validate_checkpoint
@@ -524,14 +567,20 @@ def _read_config(path) -> dict:
     payload = validate_checkpoint(payload, source=str(path))
     if payload["model"].get("name") is None:
         raise ValueError("it holds a custom network, which this dock cannot rebuild.")
-    return TrainConfig.from_dict(payload["config"]).to_dict()
+    return TrainConfig.from_dict(payload["config"]).to_dict(), int(payload["iteration"])
 
 
 def _check_patch_fits(source: DataSource, config: TrainConfig) -> None:
-    """Refuse at once a patch larger than the LR frames of a chosen layer."""
+    """Refuse at once HR layers that the scale does not divide, or a patch larger than the LR
+    frames of a chosen layer."""
     if source.kind == SAMPLE:
         return
     for name, hr in zip(source.names, source.hr, strict=False):
+        if hr.shape[-2] % config.scale or hr.shape[-1] % config.scale:
+            raise ValueError(
+                f"The HR frames of '{name}' are {hr.shape[-2]}x{hr.shape[-1]}, not divisible by "
+                f"the scale {config.scale}; crop the layer or choose another scale."
+            )
         height, width = (side // config.scale for side in hr.shape[-2:])
         if config.patch_size > min(height, width):
             raise ValueError(
@@ -611,4 +660,3 @@ def _summary(source: DataSource, data) -> str:
     split = " / ".join(", ".join(part.names) for part in parts)
     lr = "recorded LR" if source.lr is not None else "simulated LR"
     return f"Data ({lr}): {split}"
-

@@ -101,7 +101,11 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray | LazyFrames, dict]:
 def _frame_layout(path: Path, series) -> dict:
     """How the series' axes map onto (frames, Y, X) and whether a colour axis must go."""
     axes, shape = series.axes, tuple(series.shape)
-    colour = "S" in axes and series.keyframe.photometric in _COLOUR_PHOTOMETRICS
+    # Colour images store their samples last (YXS). A planar RGB (SYX) of 3 or 4 samples is
+    # what tifffile writes for any (3|4, H, W) array by default, so it is read as grey frames.
+    colour = axes.endswith("YXS") and series.keyframe.photometric in _COLOUR_PHOTOMETRICS
+    if "S" in axes and not colour:
+        axes = axes.replace("S", "T" if "T" not in axes else "Z")
     plane_axes = [a for a in axes if a not in "YX" and not (colour and a == "S")]
     frame_axes = [a for a in plane_axes if shape[axes.index(a)] > 1]
     if (not axes.endswith("YX") and not (colour and axes.endswith("YXS"))) or len(frame_axes) > 1:

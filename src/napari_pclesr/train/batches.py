@@ -44,23 +44,28 @@ def dihedral_augment(
         return batches
     count = batches[0].shape[0]
     codes = torch.randint(0, 16, (count,), generator=generator)
-    results = []
-    for batch in batches:
-        view = (-1,) + (1,) * (batch.ndim - 1)
-        codes_here = codes.to(batch.device).view(view)
-        if flips:
-            batch = torch.where(codes_here & 1 == 1, batch.flip(-1), batch)
-            batch = torch.where(codes_here & 2 == 2, batch.flip(-2), batch)
-        if rot90:
-            turns = codes_here >> 2
-            rotated = batch
-            for quarter in (1, 2, 3):
-                rotated = torch.where(
-                    turns == quarter, torch.rot90(batch, quarter, (-2, -1)), rotated
-                )
-            batch = rotated
-        results.append(batch)
+    if not flips:
+        codes &= 0b1100
+    if not rot90:
+        codes &= 0b0011
+    results = [batch.clone() for batch in batches]
+    # One pass per distinct transform over the samples that drew it (at most 16 small groups).
+    for code in torch.unique(codes).tolist():
+        if code == 0:
+            continue
+        chosen = torch.nonzero(codes == code).squeeze(1).to(batches[0].device)
+        for batch, result in zip(batches, results, strict=True):
+            result[chosen] = _transform(batch.index_select(0, chosen), code)
     return tuple(results)
+
+
+def _transform(batch: torch.Tensor, code: int) -> torch.Tensor:
+    """Bit 0: flip left-right; bit 1: flip up-down; bits 2-3: quarter turns."""
+    if code & 1:
+        batch = batch.flip(-1)
+    if code & 2:
+        batch = batch.flip(-2)
+    return torch.rot90(batch, code >> 2, (-2, -1)) if code >> 2 else batch
 
 
 class PatchSampler:

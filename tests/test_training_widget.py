@@ -1,0 +1,285 @@
+"""The training dock in a real napari viewer (run under xvfb-run)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_pclesr import FibreLayout, Simulator
+from napari_pclesr.data import phantom
+from napari_pclesr.data.patches import PairedSequences
+from napari_pclesr.fibre import fibre_count_for
+from napari_pclesr.train import TrainConfig, load_checkpoint, load_model
+
+pytestmark = pytest.mark.napari
+
+TINY_FSRCNN = "features=8, shrink_features=4, mapping_layers=1"
+TIMEOUT_MS = 60000
+
+
+@pytest.fixture
+def dock(make_napari_viewer, tmp_path):
+    from napari_pclesr._napari._training_widget import TrainingWidget
+
+    viewer = make_napari_viewer()
+    widget = TrainingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._model.value = "fsrcnn"
+    widget._hparams.value = TINY_FSRCNN
+    widget._loss.value = "l1"
+    widget._iterations.value = 4
+    widget._batch_size.value = 4
+    widget._val_every.value = 2
+    widget._patch_size.value = 12
+    widget._device.value = "cpu"
+    widget._out_dir.value = tmp_path / "run"
+    return viewer, widget
+
+
+def start_and_wait(qtbot, widget):
+    worker = widget.start()
+    assert worker is not None, widget._status.value
+    wait_until_idle(qtbot, widget)
+    return worker
+
+
+def wait_until_idle(qtbot, widget):
+    # Not waitSignal(worker.finished): a fast worker may finish before the wait connects.
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+
+
+def test_trains_from_an_hr_layer_with_simulated_lr(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    hr = np.stack([phantom((64, 64), seed=0), phantom((64, 64), seed=1)])
+    viewer.add_image(hr, name="phantom HR")
+    widget.reset_choices()
+    widget._hr_layers.value = [viewer.layers["phantom HR"]]
+    widget._learning_rate.value = "3e-4"
+    start_and_wait(qtbot, widget)
+
+    best, last = tmp_path / "run" / "best.pt", tmp_path / "run" / "last.pt"
+    assert widget.checkpoints == {"best": best, "last": last}
+    checkpoint = load_checkpoint(last)
+    assert checkpoint["iteration"] == 4
+    config = checkpoint["config"]
+    assert config["lr"] == pytest.approx(3e-4)
+    assert config["hparams"] == {"features": 8, "shrink_features": 4, "mapping_layers": 1}
+    assert config["data"] == "napari layers, simulated LR: 'phantom HR'"
+    # One sequence is split by patch: training and validation patches of the same layer.
+    assert checkpoint["split"]["train"] == ["phantom HR (training patches)"]
+    assert checkpoint["split"]["val"] == ["phantom HR (validation patches)"]
+    assert checkpoint["history"]["val_iteration"] == [2, 4]
+    model, _ = load_model(best)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 20, 20)).shape == (1, 1, 20, 20)
+    assert widget._progress.value == 4
+    assert "Finished at iteration 4" in widget._status.value
+    assert str(best) in widget._status.value and str(last) in widget._status.value
+    assert "validation at 4" in widget._history.value
+    assert widget._to_inference.enabled
+
+
+def test_one_sequence_is_split_into_disjoint_patch_sets():
+    from napari_pclesr._napari._training_widget import _split_patches
+
+    hr = [phantom((96, 96), seed=4)]
+    full = PairedSequences(hr)
+    train, val = _split_patches(full, hr, None, 12, {"scale": 1})
+    corners = {tuple(c) for c in full.patch_corners(0, 12)}
+    train_corners = {tuple(c) for c in train.patch_corners(0, 12)}
+    val_corners = {tuple(c) for c in val.patch_corners(0, 12)}
+    assert train_corners | val_corners == corners
+    assert not train_corners & val_corners
+    assert len(val_corners) == max(1, round(0.15 * len(corners)))
+    # Both parts see the same simulated LR (the same synthetic bundle and noise).
+    np.testing.assert_array_equal(train.lr(0), val.lr(0))
+
+
+def test_stop_leaves_a_loadable_last_checkpoint_and_resume_continues(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    viewer.add_image(phantom((64, 64), seed=2), name="hr")
+    widget.reset_choices()
+    widget._hr_layers.value = [viewer.layers["hr"]]
+    widget._iterations.value = 100_000
+    widget._val_every.value = 1000
+    assert widget.start() is not None
+    qtbot.waitUntil(lambda: widget._progress.value > 0, timeout=TIMEOUT_MS)
+    widget.stop()
+    wait_until_idle(qtbot, widget)
+    last = tmp_path / "run" / "last.pt"
+    assert widget.checkpoints == {"last": last}
+    checkpoint = load_checkpoint(last)
+    assert 0 < checkpoint["iteration"] < 100_000
+    load_model(last)
+    assert widget._status.value.startswith(f"Stopped at iteration {checkpoint['iteration']}")
+    assert str(last) in widget._status.value
+
+    # Resuming copies the run's settings from the file and continues from its iteration.
+    widget._hparams.value = ""
+    widget._resume.value = last
+    assert widget._hparams.value == "features=8, shrink_features=4, mapping_layers=1"
+    assert f"at iteration {checkpoint['iteration']}" in widget._status.value
+    widget._iterations.value = checkpoint["iteration"]
+    assert widget.start() is None
+    assert "set the iterations higher" in widget._status.value
+    widget._iterations.value = checkpoint["iteration"] + 2
+    start_and_wait(qtbot, widget)
+    assert load_checkpoint(last)["iteration"] == checkpoint["iteration"] + 2
+    assert f"iterations {checkpoint['iteration'] + 1}–" in widget._history.value
+
+
+def test_closing_the_viewer_stops_the_run_and_keeps_last_checkpoint(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    viewer.add_image(phantom((64, 64), seed=3), name="hr")
+    widget.reset_choices()
+    widget._hr_layers.value = [viewer.layers["hr"]]
+    widget._iterations.value = 100_000
+    widget._val_every.value = 1000
+    worker = widget.start()
+    qtbot.waitUntil(lambda: widget._progress.value > 0, timeout=TIMEOUT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=TIMEOUT_MS):
+        viewer.close()  # deletes the dock's widgets while the worker runs
+    assert widget.closed
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert 0 < checkpoint["iteration"] < 100_000
+
+
+def test_bad_settings_get_a_clear_message_and_start_nothing(dock, qtbot, tmp_path):
+    from napari_pclesr import models
+
+    viewer, widget = dock
+    tiny = models.create("fsrcnn", features=8, shrink_features=4, mapping_layers=1)
+    expected = f"{models.count_parameters(tiny):,} parameters"
+    qtbot.waitUntil(lambda: widget._n_parameters.value.startswith(expected), timeout=TIMEOUT_MS)
+    assert widget.start() is None
+    assert "Select at least one HR image layer" in widget._status.value
+
+    viewer.add_image(phantom((48, 48)), name="hr")
+    widget.reset_choices()
+    widget._hr_layers.value = [viewer.layers["hr"]]
+    widget._learning_rate.value = "0"
+    assert widget.start() is None
+    assert "lr must be > 0" in widget._status.value
+    widget._learning_rate.value = "fast"
+    assert widget.start() is None
+    assert "learning rate must be a number" in widget._status.value
+
+    widget._learning_rate.value = "1e-4"
+    widget._patch_size.value = 30
+    widget._scale.value = 2
+    assert widget.start() is None
+    assert "patch size 30 is bigger than the 24x24 LR frames of 'hr'" in widget._status.value
+
+    widget._scale.value = 1
+    widget._hparams.value = "features=0"
+    assert widget.start() is None
+    assert "features" in widget._status.value
+
+    widget._hparams.value = "colour=blue"
+    assert widget.start() is None
+    assert "no hyper-parameter(s) colour" in widget._status.value
+    assert "no hyper-parameter(s) colour" in widget._n_parameters.value
+
+    widget._hparams.value = TINY_FSRCNN
+    widget._out_dir.value = None
+    assert widget.start() is None
+    assert "output folder" in widget._status.value
+    assert widget.worker is None
+    assert not (tmp_path / "run").exists()
+
+
+def test_paired_layers_train_and_hand_the_checkpoint_to_inference(dock, qtbot, tmp_path):
+    from napari_pclesr._napari._inference_widget import InferenceWidget
+
+    viewer, widget = dock
+    hr = np.stack([phantom((64, 64), seed=s) for s in (5, 6)])
+    simulator = Simulator(FibreLayout.synthetic((64, 64), fibre_count_for((64, 64)), seed=1))
+    lr = simulator.simulate(hr, 0.05, 0.01, seed=0)
+    viewer.add_image(hr, name="HR")
+    viewer.add_image(lr, name="LR", metadata={"fov_mask": simulator.fov_mask})
+    inference = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(inference)
+    widget.reset_choices()
+    widget._source.value = "HR layer + LR layer"
+    widget._hr_layers.value = [viewer.layers["HR"]]
+    widget._lr_layer.value = viewer.layers["LR"]
+    widget._iterations.value = 2
+    start_and_wait(qtbot, widget)
+
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint["config"]["data"] == "napari layers: HR 'HR', LR 'LR'"
+    assert widget.open_in_inference() is inference
+    assert inference._source.value == "checkpoint file"
+    assert inference._checkpoint.value == tmp_path / "run" / "best.pt"
+
+
+def test_the_paired_source_needs_one_hr_layer_and_a_distinct_lr_layer(dock, qtbot):
+    viewer, widget = dock
+    viewer.add_image(phantom((48, 48)), name="a")
+    viewer.add_image(phantom((48, 48), seed=1), name="b")
+    widget.reset_choices()
+    widget._source.value = "HR layer + LR layer"
+    widget._hr_layers.value = [viewer.layers["a"], viewer.layers["b"]]
+    assert widget.start() is None
+    assert "exactly one selected HR layer" in widget._status.value
+    widget._hr_layers.value = [viewer.layers["a"]]
+    widget._lr_layer.value = viewer.layers["a"]
+    assert widget.start() is None
+    assert "must be different layers" in widget._status.value
+
+    # Stacks that do not align are refused by the data pipeline, in the worker.
+    viewer.add_image(np.stack([phantom((48, 48), seed=s) for s in (2, 3)]), name="stack")
+    widget.reset_choices()
+    widget._lr_layer.value = viewer.layers["stack"]
+    start_and_wait(qtbot, widget)
+    assert "Training failed" in widget._status.value
+    assert "1 HR frames but 2 LR frames" in widget._status.value
+    assert widget._start.enabled and widget.worker is None
+
+    widget._source.value = "HR layer(s), simulated LR"
+    viewer.add_image(phantom((49, 48)), name="odd")
+    widget.reset_choices()
+    widget._hr_layers.value = [viewer.layers["odd"]]
+    widget._scale.value = 2
+    assert widget.start() is None
+    assert "49x48, not divisible by the scale 2" in widget._status.value
+
+
+def test_helpers():
+    from napari_pclesr._napari._training_widget import format_duration, parse_hparams, sparkline
+
+    assert parse_hparams("features=8, res_scale=0.1, mean=0.5") == {
+        "features": 8,
+        "res_scale": 0.1,
+        "mean": 0.5,
+    }
+    assert parse_hparams(" ") == {}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_hparams("features 8")
+    assert format_duration(12.4) == "12 s"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(3720) == "1 h 02 min"
+    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁"
+    assert sparkline([1.0, 1.0]) == "▁▁"
+    assert len(sparkline(list(range(100)))) == 40
+    # The dock's defaults are TrainConfig's (the names and numbers the docs describe).
+    assert TrainConfig().lr == 1e-4
+
+
+def test_trains_on_the_sample_phantoms_and_opens_an_inference_dock(dock, qtbot, tmp_path):
+    from napari_pclesr._napari._inference_widget import InferenceWidget
+
+    viewer, widget = dock
+    widget._source.value = "sample phantoms"
+    assert not widget._hr_layers.visible
+    widget._iterations.value = 1
+    widget._val_every.value = 1
+    start_and_wait(qtbot, widget)
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint["config"]["data"] == "sample"
+    assert all(name.startswith("phantom") for name in checkpoint["split"]["train"])
+    # No inference dock yet: the plugin's dock is opened and given the checkpoint.
+    inference = widget.open_in_inference()
+    assert isinstance(inference, InferenceWidget)
+    assert getattr(inference.viewer, "__wrapped__", None) is viewer  # napari's plugin proxy
+    assert inference._checkpoint.value == tmp_path / "run" / "best.pt"
+    assert widget.open_in_inference() is inference  # found again, not opened twice
