@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     parser.add_argument("--size", type=int, default=576, help="test frame side in pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, layout and noise")
-    parser.add_argument("--iterations", type=int, default=300, help="training iterations")
+    parser.add_argument("--iterations", type=int, default=200, help="training iterations")
     parser.add_argument("--batch-size", type=int, default=16, help="patches per iteration")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(

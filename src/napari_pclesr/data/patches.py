@@ -33,7 +33,6 @@ from napari_pclesr._validation import as_grey_float
 from napari_pclesr.data.splits import DEFAULT_FRACTIONS, split_sequences
 
 __all__ = [
-    "SAMPLE_FIBRE_DENSITY",
     "Normalisation",
     "PairedSequences",
     "denormalise_frames",
@@ -43,8 +42,6 @@ __all__ = [
     "patch_corners",
 ]
 
-# Fibres per pixel of a Cellvizio-like bundle: ~30,000 fibres on a 576 × 576 grid.
-SAMPLE_FIBRE_DENSITY = 30000 / (576 * 576)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -590,13 +587,13 @@ class PairedSequences:
 
     def _simulator(self, shape: tuple[int, int]):
         from napari_pclesr import FibreLayout, Simulator
+        from napari_pclesr.fibre import fibre_count_for
 
         shape = tuple(int(side) for side in shape)
         if shape not in self._simulators:
             layout = self._layout
             if layout is None:
-                n_fibres = max(3, round(SAMPLE_FIBRE_DENSITY * shape[0] * shape[1]))
-                layout = FibreLayout.synthetic(shape=shape, n_fibres=n_fibres, seed=0)
+                layout = FibreLayout.synthetic(shape, fibre_count_for(shape), seed=0)
             elif tuple(layout.shape) != shape:
                 raise ValueError(
                     f"the fibre layout is for {tuple(layout.shape)} frames but the HR frames are "
