@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,17 @@ def raw_bundle_frames(shared_dir):
             pytest.skip(f"{path} not found")
         frames.append(tifffile.imread(path))
     return tuple(frames)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run torch on one thread in tests that use it: tiny tensors run fastest and steadiest so,
+    and intra-op threads only compete with each other on a 2-core CI machine."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,15 +12,6 @@ from skimage.metrics import structural_similarity
 from napari_pclesr import losses
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors run fastest, and steadiest on a busy machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _skimage_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return structural_similarity(
         a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0

@@ -19,9 +19,13 @@ def dock(make_napari_viewer):
     return viewer, widget
 
 
-def wait_for(qtbot, worker):
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
+def wait_for(qtbot, widget):
+    """Wait until the widget's worker has finished and the widget has handled it.
+
+    (Waiting for the worker's own ``finished`` signal would miss one that came already.)
+    """
+    assert widget._worker is not None
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30000)
 
 
 def test_simulates_the_selected_layer_with_the_chosen_sigmas(dock, qtbot):
@@ -33,7 +37,8 @@ def test_simulates_the_selected_layer_with_the_chosen_sigmas(dock, qtbot):
     widget._sigma_mult.value = 0.1
     widget._sigma_add.value = 0.02
     widget._seed.value = 7
-    wait_for(qtbot, widget.simulate())
+    widget.simulate()
+    wait_for(qtbot, widget)
 
     layer = viewer.layers["hr LR (simulated)"]
     layout = FibreLayout.synthetic((72, 80), round(30000 * 72 * 80 / 576**2), seed=0)
@@ -48,7 +53,8 @@ def test_live_update_rewrites_the_same_layer(dock, qtbot):
     viewer, widget = dock
     viewer.add_image(phantom((48, 48), seed=1), name="hr")
     widget._image.value = viewer.layers["hr"]
-    wait_for(qtbot, widget.simulate())
+    widget.simulate()
+    wait_for(qtbot, widget)
     first = viewer.layers["hr LR (simulated)"].data.copy()
     widget._sigma_mult.value = 0.2  # live: starts a worker by itself
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30000)
@@ -68,7 +74,8 @@ def test_uses_a_layout_from_a_points_layer_and_checks_its_grid(dock, qtbot):
     widget._live.value = False
     widget._layout_source.value = "fibres"
     widget._image.value = viewer.layers["hr"]
-    wait_for(qtbot, widget.simulate())
+    widget.simulate()
+    wait_for(qtbot, widget)
     assert viewer.layers["hr LR (simulated)"].metadata["fibre_layout"] is layout
 
     widget._image.value = viewer.layers["wrong size"]
@@ -91,8 +98,8 @@ def test_stop_ends_a_long_stack_early(dock, qtbot):
     viewer.add_image(np.zeros((400, 48, 48), np.float32), name="stack")
     widget._live.value = False
     widget._image.value = viewer.layers["stack"]
-    worker = widget.simulate()
+    widget.simulate()
     widget.stop()
-    wait_for(qtbot, worker)
+    wait_for(qtbot, widget)
     assert "stack LR (simulated)" not in viewer.layers
     assert widget._run.enabled

@@ -47,15 +47,6 @@ def simulated_pairs():
     return PairedSequences([smooth_stack(2, (64, 64), seed) for seed in range(6)])
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One torch thread: tiny convolutions only lose time to threading on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**changes) -> TrainConfig:
     settings = {
         "model": "fsrcnn",
