@@ -10,6 +10,11 @@ from typing import Literal
 import numpy as np
 
 from napari_pclesr._validation import as_grey_float, check_non_negative
+
+try:  # SciPy's own kernel behind ``csr @ vector``; it accumulates into a given output
+    from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+except ImportError:  # pragma: no cover - a SciPy that moved it: use the public product
+    _csr_matvec = None
 from napari_pclesr.fibre import FibreLayout
 from napari_pclesr.simulate.interpolation import delaunay_interpolation_matrix
 from napari_pclesr.simulate.noise import add_fibre_noise
@@ -92,7 +97,12 @@ class Simulator:
     def fibre_signals(self, hr) -> np.ndarray:
         """Return the fibre signals of an HR frame (N,) or stack (T, N), as float32."""
         frames, single = self._frames(hr, "hr")
-        signals = _per_frame(lambda index: self._signal_matrix @ frames[index], len(frames))
+        matrix = self._signal_matrix
+        signals = _per_frame(
+            lambda index, out: _add_product(matrix, frames[index], out),
+            len(frames),
+            matrix.shape[0],
+        )
         return signals[0] if single else signals
 
     def interpolate(self, signals) -> np.ndarray:
@@ -116,7 +126,12 @@ class Simulator:
                 f"signals have {values.shape[1]} values per frame but the layout has "
                 f"{self.layout.n_fibres} fibres."
             )
-        images = _per_frame(lambda index: self._interpolation_matrix @ values[index], len(values))
+        matrix = self._interpolation_matrix
+        images = _per_frame(
+            lambda index, out: _add_product(matrix, values[index], out),
+            len(values),
+            matrix.shape[0],
+        )
         images = images.reshape(-1, *self.shape)
         return images[0] if single else images
 
@@ -154,12 +169,13 @@ class Simulator:
         frames, single = self._frames(hr, "hr")
         generators = np.random.default_rng(seed).spawn(len(frames))
 
-        def simulate_frame(index):
+        def simulate_frame(index, out):
             signals = self._signal_matrix @ frames[index]
             noisy = add_fibre_noise(signals, sigma_mult, sigma_add, generators[index])
-            return self._interpolation_matrix @ noisy
+            _add_product(self._interpolation_matrix, noisy, out)
 
-        images = _per_frame(simulate_frame, len(frames)).reshape(-1, *self.shape)
+        n_pixels = self.shape[0] * self.shape[1]
+        images = _per_frame(simulate_frame, len(frames), n_pixels).reshape(-1, *self.shape)
         return images[0] if single else images
 
     def _frames(self, image, name: str) -> tuple[np.ndarray, bool]:
@@ -173,22 +189,38 @@ class Simulator:
         return array.reshape(-1, self.shape[0] * self.shape[1]), array.ndim == 2
 
 
-def _per_frame(compute_row, n_frames: int) -> np.ndarray:
-    """Stack ``compute_row(t)`` for t < n_frames into a (T, ·) float32 array.
+def _per_frame(compute_into, n_frames: int, row_size: int) -> np.ndarray:
+    """A (T, row_size) float32 array whose row t is filled by ``compute_into(t, row)``.
 
-    Frames of a stack are spread over a thread pool: SciPy's sparse products release the GIL,
-    so they run truly in parallel.
+    Rows start at 0. The frames are split into one contiguous chunk per thread: SciPy's sparse
+    products release the GIL, so the chunks run truly in parallel, and contiguous chunks keep
+    each thread's reads and writes sequential in memory.
     """
-    first = compute_row(0)
-    rows = np.empty((n_frames, first.size), dtype=np.float32)
-    rows[0] = first
+    rows = np.zeros((n_frames, row_size), dtype=np.float32)
+    n_chunks = min(n_frames, _thread_pool()._max_workers)
+    bounds = np.linspace(0, n_frames, n_chunks + 1).astype(int)
 
-    def fill(index):
-        rows[index] = compute_row(index)
+    def fill(chunk):
+        for index in range(bounds[chunk], bounds[chunk + 1]):
+            compute_into(index, rows[index])
 
-    if n_frames > 1:
-        list(_thread_pool().map(fill, range(1, n_frames)))
+    if n_chunks == 1:
+        fill(0)
+    else:
+        list(_thread_pool().map(fill, range(n_chunks)))
     return rows
+
+
+def _add_product(matrix, vector: np.ndarray, out: np.ndarray) -> None:
+    """``out += matrix @ vector`` for a float32 CSR matrix, written in place.
+
+    Writing straight into the output row saves a temporary of the row's size per frame, which
+    matters because these products are memory-bound.
+    """
+    if _csr_matvec is None:
+        out += matrix @ vector
+    else:
+        _csr_matvec(*matrix.shape, matrix.indptr, matrix.indices, matrix.data, vector, out)
 
 
 @functools.cache
