@@ -76,3 +76,22 @@ def check_non_negative(value: float, name: str) -> float:
     if not np.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
     return value
+
+
+def check_grid_shape(shape, minimum: int = 2) -> tuple[int, int]:
+    """Return ``shape`` as ``(H, W)`` ints, or raise ``ValueError`` if it is not one.
+
+    Parameters
+    ----------
+    shape : sequence of two ints
+        The grid shape.
+    minimum : int
+        The smallest side accepted.
+    """
+    try:
+        height, width = (int(side) for side in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be (H, W), got {shape!r}.") from None
+    if height < minimum or width < minimum:
+        raise ValueError(f"shape must be at least ({minimum}, {minimum}), got {(height, width)}.")
+    return height, width

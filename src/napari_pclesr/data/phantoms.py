@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from napari_pclesr._validation import check_grid_shape
+
 PhantomKind = Literal["colon", "oesophagus", "mixed"]
 PHANTOM_KINDS = ("colon", "oesophagus", "mixed")
 
@@ -54,7 +56,7 @@ def phantom(
     >>> image.shape, image.dtype
     ((128, 160), dtype('float32'))
     """
-    height, width = _check_shape(shape)
+    height, width = check_grid_shape(shape, minimum=8)
     if kind not in PHANTOM_KINDS:
         raise ValueError(f"kind must be one of {', '.join(PHANTOM_KINDS)}, got {kind!r}.")
     rng = np.random.default_rng(seed)
@@ -122,7 +124,7 @@ def phantom_sequence(
     -------
     PhantomSequence
     """
-    height, width = _check_shape(shape)
+    height, width = check_grid_shape(shape, minimum=8)
     if int(n_frames) < 1:
         raise ValueError(f"n_frames must be at least 1, got {n_frames}.")
     if not np.isfinite(speed) or speed < 0:
@@ -274,13 +276,3 @@ def _jittered_lattice(
 def _smoothstep(x: np.ndarray, low: float, high: float) -> np.ndarray:
     t = np.clip((x - low) / (high - low), 0, 1)
     return (t * t * (3 - 2 * t)).astype(np.float32)
-
-
-def _check_shape(shape) -> tuple[int, int]:
-    try:
-        height, width = (int(side) for side in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be (H, W), got {shape!r}.") from None
-    if height < 8 or width < 8:
-        raise ValueError(f"shape must be at least (8, 8), got {(height, width)}.")
-    return height, width

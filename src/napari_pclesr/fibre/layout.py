@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from napari_pclesr._validation import check_grid_shape
 from napari_pclesr.fibre.files import read_layout_file, write_layout_file
 from napari_pclesr.fibre.synthetic import hexagonal_bundle
 
@@ -43,7 +44,7 @@ class FibreLayout:
 
     def __post_init__(self):
         positions = np.array(self.positions, dtype=np.float64)
-        shape = _check_shape(self.shape)
+        shape = check_grid_shape(self.shape)
         _check_positions(positions, shape)
         positions.setflags(write=False)
         object.__setattr__(self, "positions", positions)
@@ -121,7 +122,7 @@ class FibreLayout:
         -------
         FibreLayout
         """
-        shape = _check_shape(shape)
+        shape = check_grid_shape(shape)
         positions = hexagonal_bundle(
             shape, int(n_fibres), np.random.default_rng(seed), jitter, warp, fov_fraction
         )
@@ -197,16 +198,6 @@ class FibreLayout:
         path = Path(path)
         write_layout_file(path, self.positions, self.shape)
         return path
-
-
-def _check_shape(shape) -> tuple[int, int]:
-    try:
-        height, width = (int(side) for side in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be (H, W), got {shape!r}.") from None
-    if height < 2 or width < 2:
-        raise ValueError(f"shape must be at least (2, 2), got {(height, width)}.")
-    return height, width
 
 
 def _check_positions(positions: np.ndarray, shape: tuple[int, int]) -> None:
