@@ -72,7 +72,7 @@ def tiny_config(**changes) -> TrainConfig:
     ("changes", "message"),
     [
         ({"model": "unet9000"}, "unknown model 'unet9000'; choose one of"),
-        ({"loss": "perceptual"}, "unknown loss 'perceptual'; choose one of"),
+        ({"loss": "perceptual"}, "unknown loss 'perceptual'; available losses:"),
         ({"lr": -1e-4}, "lr must be > 0"),
         ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
         ({"iterations": 2.5}, "iterations must be a whole number"),
@@ -322,3 +322,7 @@ def test_training_at_scale_two_gives_a_checkpoint_that_doubles_the_size(tmp_path
     assert result.model.scale == 2
     sr = super_resolve(lr[0], tmp_path / "best.pt", device="cpu")
     assert sr.shape == (2, 64, 64)
+
+
+def test_loss_aliases_are_normalised_in_the_config():
+    assert tiny_config(loss="Mix").loss == "ssim+l1"

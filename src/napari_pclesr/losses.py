@@ -221,6 +221,22 @@ _LOSSES = {
 _ALIASES = {"mix": "ssim+l1"}
 
 
+def canonical_name(name: str) -> str:
+    """The registry name of a loss: lower case, aliases resolved (``"mix"`` -> ``"ssim+l1"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the available ones.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    key = _ALIASES.get(key, key)
+    if key not in _LOSSES:
+        names = ", ".join([*_LOSSES, *_ALIASES])
+        raise ValueError(f"unknown loss {name!r}; available losses: {names}.")
+    return key
+
+
 def available() -> list[str]:
     """Names of the losses (aliases excluded; ``"mix"`` is ``"ssim+l1"``)."""
     return list(_LOSSES)
@@ -242,11 +258,7 @@ def create(name: str, **kwargs) -> nn.Module:
     ValueError
         For an unknown name or option, or a bad option value.
     """
-    key = name.strip().lower() if isinstance(name, str) else name
-    key = _ALIASES.get(key, key)
-    if key not in _LOSSES:
-        names = ", ".join([*_LOSSES, *_ALIASES])
-        raise ValueError(f"unknown loss {name!r}; available losses: {names}.")
+    key = canonical_name(name)
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = [
         option

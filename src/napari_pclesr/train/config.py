@@ -194,10 +194,7 @@ class TrainConfig:
     def _check_names(self) -> None:
         from napari_pclesr import losses
 
-        if self.loss not in losses.available():
-            raise ValueError(
-                f"unknown loss {self.loss!r}; choose one of {', '.join(losses.available())}."
-            )
+        self.loss = losses.canonical_name(self.loss)
         if self.model is None:
             return
         from napari_pclesr import models
