@@ -376,6 +376,7 @@ def test_layout_errors(tmp_path):
         write_layout(tmp_path / "layout.txt", FibreLayout.synthetic((32, 32), 50))
 
 
+@pytest.mark.filterwarnings("ignore:<tifffile.TiffWriter.write> data with shape")
 @pytest.mark.parametrize("n_frames", [3, 4])
 def test_short_stacks_written_by_tifffile_defaults_stay_grey_frames(tmp_path, n_frames):
     # tifffile marks any (3|4, H, W) array as planar RGB; it is a stack of grey frames.
