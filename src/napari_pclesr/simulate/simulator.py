@@ -78,12 +78,16 @@ class Simulator:
             check_non_negative(cell_radius, "cell_radius") if np.isfinite(cell_radius) else np.inf
         )
         if signal == "voronoi":
-            self._signal_matrix, self.empty_cells = voronoi_mean_matrix(layout, self.cell_radius)
+            signal_matrix, self.empty_cells = voronoi_mean_matrix(layout, self.cell_radius)
         elif signal == "nearest7":
-            self._signal_matrix = nearest_pixels_matrix(layout, n_pixels=7)
+            signal_matrix = nearest_pixels_matrix(layout, n_pixels=7)
             self.empty_cells = np.empty(0, dtype=np.int64)
         else:
             raise ValueError(f"signal must be 'voronoi' or 'nearest7', got {signal!r}.")
+        # Column-major, the product walks the frame in raster order (the frame is read once,
+        # sequentially) and scatters into the small signal vector, which stays in cache: about
+        # twice as fast as row-major, whose fibre order jumps around the frame.
+        self._signal_matrix = signal_matrix.tocsc()
         self._interpolation_matrix, self.fov_mask = delaunay_interpolation_matrix(layout)
 
     @property
@@ -98,11 +102,11 @@ class Simulator:
         """Return the fibre signals of an HR frame (N,) or stack (T, N), as float32."""
         frames, single = self._frames(hr, "hr")
         matrix = self._signal_matrix
-        signals = _per_frame(
-            lambda index, out: _add_product(matrix, frames[index], out),
-            len(frames),
-            matrix.shape[0],
-        )
+
+        def signals_of(index, out):
+            out[:] = matrix @ frames[index]
+
+        signals = _per_frame(signals_of, len(frames), matrix.shape[0])
         return signals[0] if single else signals
 
     def interpolate(self, signals) -> np.ndarray:
@@ -213,6 +217,8 @@ def _per_frame(compute_into, n_frames: int, row_size: int) -> np.ndarray:
 
 def _add_product(matrix, vector: np.ndarray, out: np.ndarray) -> None:
     """``out += matrix @ vector`` for a float32 CSR matrix, written in place.
+
+    Used for the interpolation, whose output rows are whole frames.
 
     Writing straight into the output row saves a temporary of the row's size per frame, which
     matters because these products are memory-bound.
