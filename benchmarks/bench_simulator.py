@@ -94,7 +94,7 @@ def main() -> None:
     )
     print(f"\nset-up target <= 2 s: {setup:.2f} s -> {'met' if setup <= 2 else 'MISSED'}")
     if reference is None:
-        print("PyFibreBundle is not installed (pip install pyfibrebundle numba): reference skipped.")
+        print("PyFibreBundle is not installed (pip install pyfibrebundle): reference skipped.")
         return
     for frames in (8, 32):
         verdict = "met" if simulate_ms[frames] <= numba_ms else "MISSED"
