@@ -24,8 +24,8 @@ def wait_for(qtbot, widget):
 
     (Waiting for the worker's own ``finished`` signal would miss one that came already.)
     """
-    assert widget._worker is not None
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=30000)
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
 
 
 def test_simulates_the_selected_layer_with_the_chosen_sigmas(dock, qtbot):
@@ -57,7 +57,7 @@ def test_live_update_rewrites_the_same_layer(dock, qtbot):
     wait_for(qtbot, widget)
     first = viewer.layers["hr LR (simulated)"].data.copy()
     widget._sigma_mult.value = 0.2  # live: starts a worker by itself
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30000)
     qtbot.waitUntil(
         lambda: not np.array_equal(viewer.layers["hr LR (simulated)"].data, first), timeout=30000
     )

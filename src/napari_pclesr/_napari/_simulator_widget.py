@@ -8,7 +8,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FloatSlider,
     Label,
     PushButton,
@@ -17,6 +16,7 @@ from magicgui.widgets import (
 )
 
 from napari_pclesr import FibreLayout, Simulator
+from napari_pclesr._napari._docks import WorkerDock, image_frames, report
 from napari_pclesr.fibre import fibre_count_for
 
 SYNTHETIC = "synthetic bundle"
@@ -43,7 +43,7 @@ class SimulationResult:
     parameters: dict
 
 
-class SimulatorWidget(Container):
+class SimulatorWidget(WorkerDock):
     """Simulate pCLE LR images from an HR image layer through a fibre layout.
 
     The HR layer is a frame or a stack. The layout is a synthetic bundle with the chosen number of
@@ -85,7 +85,6 @@ class SimulatorWidget(Container):
         self._synthetic_layouts: dict[tuple, FibreLayout] = {}
         # (id(layout), signal) -> Simulator; the simulator holds its layout, so ids stay valid.
         self._simulators: dict[tuple[int, str], Simulator] = {}
-        self._worker = None
         self._rerun = False
         self._run.changed.connect(self.simulate)
         self._stop.changed.connect(self.stop)
@@ -96,22 +95,26 @@ class SimulatorWidget(Container):
 
     def simulate(self):
         """Start a simulation in a worker thread; returns the worker, or None on bad input."""
-        if self._worker is not None:
+        if self.worker is not None:
             self._rerun = True  # keep the newest parameters; run again when this one ends
-            return self._worker
+            return self.worker
         try:
             job = self._prepare()
         except ValueError as exc:
-            self._report(str(exc), error=True)
+            report(self._status, str(exc), error=True)
             return None
-        self._worker = self._start_worker(job)
-        return self._worker
+        self.worker = self._start_worker(job)
+        return self.worker
 
     def stop(self):
         """Ask the running simulation to stop after its current chunk of frames."""
-        if self._worker is not None:
+        if self.worker is not None:
             self._rerun = False
-            self._worker.quit()
+            self.worker.quit()
+
+    def _abandon(self) -> None:
+        self._rerun = False
+        self.worker.quit()
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -129,19 +132,7 @@ class SimulatorWidget(Container):
 
     def _prepare(self) -> dict:
         layer = self._image.value
-        if layer is None:
-            raise ValueError("Pick an HR image layer first (open an image or a sample).")
-        if layer.rgb:
-            raise ValueError(
-                f"Layer '{layer.name}' is RGB; the simulator needs a grey image "
-                "(convert it with Image > Split RGB or skimage.color.rgb2gray)."
-            )
-        data = np.asarray(layer.data)
-        if data.ndim not in (2, 3) or data.size == 0:
-            raise ValueError(
-                f"Layer '{layer.name}' has shape {data.shape}; give a frame (H, W) or a stack "
-                "(T, H, W)."
-            )
+        data = np.asarray(image_frames(layer, "HR"))
         layout = self._fibre_layout_for(data.shape[-2:])
         signal = self._signal.value
         return {
@@ -203,17 +194,20 @@ class SimulatorWidget(Container):
             )
 
         worker = run()
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_result)
-        worker.errored.connect(lambda exc: self._report(f"Simulation failed: {exc}", error=True))
+        self._connect(worker.yielded, self._on_progress)
+        self._connect(worker.returned, self._on_result)
+        self._connect(
+            worker.errored, lambda exc: report(self._status, f"Simulation failed: {exc}", True)
+        )
+        # Not through _connect: the dock must forget a finished worker even after it closed.
         worker.finished.connect(self._on_finished)
         self._run.enabled, self._stop.enabled = False, True
-        self._report("Simulating…")
+        report(self._status, "Simulating…")
         worker.start()
         return worker
 
     def _on_progress(self, event: SimulationProgress):
-        self._report(f"Simulating… {event.done}/{event.total} frames")
+        report(self._status, f"Simulating… {event.done}/{event.total} frames")
 
     def _on_result(self, result: SimulationResult):
         simulator = result.simulator
@@ -235,21 +229,17 @@ class SimulatorWidget(Container):
                 result.lr, name=name, metadata=metadata, contrast_limits=tuple(map(float, limits))
             )
         layout = result.simulator.layout
-        self._report(
+        report(
+            self._status,
             f"Simulated through {layout.n_fibres} fibres (σ mult {result.parameters['sigma_mult']}"
-            f", σ add {result.parameters['sigma_add']})."
+            f", σ add {result.parameters['sigma_add']}).",
         )
 
     def _on_finished(self):
-        self._worker = None
+        self.worker = None
+        if self.closed:
+            return
         self._run.enabled, self._stop.enabled = True, False
         if self._rerun:
             self._rerun = False
             self.simulate()
-
-    def _report(self, message: str, error: bool = False):
-        self._status.value = message
-        if error:
-            from napari.utils.notifications import show_warning
-
-            show_warning(message)

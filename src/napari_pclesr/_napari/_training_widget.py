@@ -29,16 +29,14 @@ from magicgui.widgets import (
 )
 
 from napari_pclesr import losses, models
-from napari_pclesr._napari._inference_widget import (
-    _LIVE_WIDGETS,
-    CHECKPOINT_FILTER,
-    SCALES,
+from napari_pclesr._napari._docks import (
     WorkerDock,
     device_choices,
     image_frames,
     layer_fov_mask,
     report,
 )
+from napari_pclesr._napari._inference_widget import _LIVE_WIDGETS, CHECKPOINT_FILTER, SCALES
 from napari_pclesr.train import (
     CheckpointSaved,
     IterationDone,
