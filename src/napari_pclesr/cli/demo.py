@@ -64,7 +64,8 @@ def simulate_test_sequence(args, out: Path):
     hr = phantom_sequence(args.test_frames, shape, seed=seed).frames
     layout = FibreLayout.synthetic(shape, fibre_count_for(shape), seed=seed)
     simulator = Simulator(layout)
-    lr = simulator.simulate(hr, seed=seed)
+    simulation = {"sigma_mult": 0.05, "sigma_add": 0.01, "seed": seed}  # seed 000's noise
+    lr = simulator.simulate(hr, **simulation)
     hr = hr * simulator.fov_mask  # HR-hat exists only inside the field of view
     stats = layout.spacing_stats()
     _say(
@@ -74,7 +75,6 @@ def simulate_test_sequence(args, out: Path):
     )
     layout.save(out / "layout.csv")
     write_image(out / "hr.tif", hr)
-    simulation = {"sigma_mult": 0.05, "sigma_add": 0.01, "seed": seed}
     write_image(out / "lr.tif", lr, layout="layout.csv", simulator=simulation)
     return hr, lr, simulator.fov_mask
 

@@ -21,6 +21,7 @@ from napari_pclesr.simulate.noise import add_fibre_noise
 from napari_pclesr.simulate.signals import nearest_pixels_matrix, voronoi_mean_matrix
 
 SignalKind = Literal["voronoi", "nearest7"]
+_N_THREADS = os.cpu_count() or 1
 
 
 class Simulator:
@@ -201,7 +202,7 @@ def _per_frame(compute_into, n_frames: int, row_size: int) -> np.ndarray:
     each thread's reads and writes sequential in memory.
     """
     rows = np.zeros((n_frames, row_size), dtype=np.float32)
-    n_chunks = min(n_frames, _thread_pool()._max_workers)
+    n_chunks = min(n_frames, _N_THREADS)
     bounds = np.linspace(0, n_frames, n_chunks + 1).astype(int)
 
     def fill(chunk):
@@ -231,7 +232,7 @@ def _add_product(matrix, vector: np.ndarray, out: np.ndarray) -> None:
 
 @functools.cache
 def _thread_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="pclesr-sim")
+    return ThreadPoolExecutor(max_workers=_N_THREADS, thread_name_prefix="pclesr-sim")
 
 
 def simulate_lr(
