@@ -201,3 +201,15 @@ def test_detection_rejects_flat_and_colour_frames():
         find_cores(np.zeros((64, 64, 3)), spacing=3)
     with pytest.raises(ValueError, match="at least 2 pixels"):
         find_cores(np.random.default_rng(0).random((64, 64)), spacing=1.0)
+
+
+def test_fibre_count_follows_the_fov_disc_not_the_frame_area():
+    from napari_pclesr.fibre import fibre_count_for
+
+    assert fibre_count_for((576, 576)) == 30000
+    # The disc fits the short side: a wider frame holds no more fibres.
+    assert fibre_count_for((256, 384)) == fibre_count_for((256, 256))
+    shapes = ((256, 256), (576, 576))
+    layouts = [FibreLayout.synthetic(s, fibre_count_for(s), seed=0) for s in shapes]
+    spacings = [np.median(layout.nearest_neighbour_distances()) for layout in layouts]
+    assert spacings[0] == pytest.approx(spacings[1], rel=0.03)

@@ -12,9 +12,14 @@ _MAX_REACH = 1.1
 
 
 def fibre_count_for(shape: tuple[int, int]) -> int:
-    """Fibres of a Cellvizio-like bundle (30,000 on a 576×576 grid), scaled to ``shape``'s area."""
-    area_ratio = shape[0] * shape[1] / (CELLVIZIO_GRID[0] * CELLVIZIO_GRID[1])
-    return max(3, round(CELLVIZIO_FIBRES * area_ratio))
+    """Fibres of a Cellvizio-like bundle (30,000 on a 576×576 grid) for frames of ``shape``.
+
+    The bundle fills the circular field of view, whose diameter is the frame's short side, so
+    the count scales with the area of that disc, not of the frame: a 256×384 frame gets the
+    fibre density of a 576×576 one (scaling by H·W would give it 1.5 times too many fibres).
+    """
+    diameter_ratio = (min(shape) - 1) / (min(CELLVIZIO_GRID) - 1)
+    return max(3, round(CELLVIZIO_FIBRES * diameter_ratio**2))
 
 
 def hexagonal_bundle(

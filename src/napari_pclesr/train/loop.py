@@ -184,7 +184,7 @@ class _TrainingRun:
         if self.checkpoint_in is not None:
             self.normalisation = Normalisation.from_dict(self.checkpoint_in["normalisation"])
         else:
-            self.normalisation = self.train_data.fit_normalisation(**self.lr_options)
+            self.normalisation = Normalisation()
         self.model_name = config.model
         self.model = model if model is not None else _create_model(config)
         if getattr(self.model, "scale", 1) != config.scale:
@@ -250,11 +250,10 @@ class _TrainingRun:
         epoch = 0
         if self.checkpoint_in is not None and config.fresh_noise_per_epoch:
             epoch = max(0, int(self.checkpoint_in["resume"]["epoch"]))
-        lr = self._train_lr_patches(epoch)
-        hr = torch.from_numpy(self.train_data.hr_patches(self.normalisation, config.patch_size))
+        lr, hr = self._train_patches(epoch)
         self.sampler = PatchSampler(
             lr,
-            hr[:, None],
+            hr,
             config.batch_size,
             self.device,
             seed=config.seed,
@@ -265,17 +264,18 @@ class _TrainingRun:
         )
         self.n_train_patches = len(lr)
         rank, world = self.context.rank, self.context.world_size
-        val_lr = self.val_data.lr_patches(self.normalisation, config.patch_size, **self.lr_options)
-        val_hr = self.val_data.hr_patches(self.normalisation, config.patch_size)
+        val_lr, val_hr, _ = self.val_data.patches(
+            self.normalisation, config.patch_size, **self.lr_options
+        )
         self.n_val_patches = len(val_lr)
         self.val_lr = torch.from_numpy(val_lr[rank::world])[:, None]
         self.val_hr = torch.from_numpy(val_hr[rank::world])[:, None]
 
-    def _train_lr_patches(self, epoch: int) -> torch.Tensor:
-        patches = self.train_data.lr_patches(
+    def _train_patches(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr, _ = self.train_data.patches(
             self.normalisation, self.config.patch_size, epoch=epoch, **self.lr_options
         )
-        return torch.from_numpy(patches)[:, None]
+        return torch.from_numpy(lr)[:, None], torch.from_numpy(hr)[:, None]
 
     def _restore(self, checkpoint: dict) -> None:
         state = checkpoint["resume"]
@@ -403,7 +403,7 @@ class _TrainingRun:
             return
         next_epoch = self.sampler.epoch + 1
         if self.config.fresh_noise_per_epoch and self.train_data.simulated and next_epoch > 0:
-            self.sampler.set_patches(self._train_lr_patches(next_epoch))
+            self.sampler.set_patches(*self._train_patches(next_epoch))
         self.sampler.start_epoch()
 
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
