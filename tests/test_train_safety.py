@@ -239,7 +239,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(log, text: str, process, timeout: float = 120) -> None:
+def _wait_for(log, text: str, process, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while text not in log.read_text():
         if process.poll() is not None or time.monotonic() > deadline:
