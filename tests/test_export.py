@@ -27,7 +27,9 @@ from napari_pclesr.export import (
     export_bioimageio,
     export_onnx,
     export_torchscript,
+    portable_network,
 )
+from napari_pclesr.models.densenet_sr import DenseBlock
 from napari_pclesr.train.checkpoint import save_checkpoint
 
 #: Small hyper-parameters, so that every registered network exports in a moment; a network
@@ -126,13 +128,28 @@ def test_torchscript_round_trip(tmp_path, name, scale):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "model.pt"]
 
 
-def test_fsrcnn_exports_the_layer_formulation_every_runtime_runs(tmp_path):
-    network = tiny_network("fsrcnn")
-    assert network.formulation == "rows"  # the fast default in PyTorch
+def test_the_callers_network_is_left_alone(tmp_path):
+    network = tiny_network("fsrcnn").train()
     export_torchscript(network, tmp_path / "model.pt")
-    assert network.formulation == "rows"  # the caller's network is left alone
-    graph = str(torch.jit.load(str(tmp_path / "model.pt")).inlined_graph)
-    assert "aten::_convolution" in graph and "aten::slice" not in graph
+    portable_network(network)
+    assert network.training and network.formulation == "rows"
+    assert all(p.requires_grad for p in network.parameters())
+
+
+def test_portable_network_has_the_textbook_layer_forms_and_the_same_output():
+    batch = new_batch()
+    fsrcnn = tiny_network("fsrcnn")
+    assert portable_network(fsrcnn).formulation == "conv2d"
+    densenet = tiny_network("densenet_sr")
+    portable = portable_network(densenet)
+    assert not any(isinstance(m, DenseBlock) for m in portable.modules())
+    for network in (fsrcnn, densenet):
+        np.testing.assert_allclose(
+            pytorch_output(portable_network(network), batch),
+            pytorch_output(network, batch),
+            rtol=0,
+            atol=1e-6,
+        )
 
 
 # -- checks that catch a wrong export -----------------------------------------------------------

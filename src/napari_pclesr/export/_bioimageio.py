@@ -123,8 +123,7 @@ def describe(
         name=name,
         description=(
             f"{source.arch} super-resolution (x{source.scale}) of probe-based confocal laser "
-            "endomicroscopy (pCLE) frames, trained with napari-pclesr on LR frames simulated "
-            "through a fibre bundle."
+            "endomicroscopy (pCLE) frames, trained with napari-pclesr."
         ),
         authors=[Author(name=author) for author in authors],
         cite=[CiteEntry(text=text, doi=Doi(doi)) for text, doi in citations],
@@ -249,14 +248,14 @@ def _weights_descr(source, files: PackageFiles) -> WeightsDescr:
             source=files.torchscript,
             pytorch_version=torch_version,
             parent="pytorch_state_dict",
-            comment="traced with torch.jit.trace; FSRCNN's last layer as a plain convolution",
+            comment="traced with torch.jit.trace",
         )
     if files.onnx.exists():
         weights["onnx"] = OnnxWeightsDescr(
             source=files.onnx,
             opset_version=files.onnx_opset,
             parent="pytorch_state_dict",
-            comment="exported with torch.onnx.export(dynamo=True); dynamic batch, y and x",
+            comment="torch.onnx.export(dynamo=True) of napari_pclesr.export.portable_network",
         )
     return WeightsDescr(**weights)
 
