@@ -460,6 +460,33 @@ def test_cli_exports_and_reports_the_difference(tmp_path, capsys):
     assert torch.jit.load(str(out)) is not None
 
 
+@needs_bioimageio
+def test_cli_writes_a_bioimageio_package_from_a_test_image(tmp_path, capsys, no_network):
+    import tifffile
+    from bioimageio.spec import load_model_description
+
+    checkpoint = write_checkpoint(tiny_network("fsrcnn"), tmp_path / "best.pt")
+    frames = np.stack([_test_frame(1, side=40, seed=s) * 1000 for s in (3, 4)])
+    tifffile.imwrite(tmp_path / "recording.tif", frames.astype(np.float32))
+    out = tmp_path / "model.zip"
+    arguments = ["export", str(checkpoint), str(out), "--format", "bioimageio"]
+    arguments += [
+        "--weights",
+        "pytorch_state_dict",
+        "--test-image",
+        str(tmp_path / "recording.tif"),
+    ]
+    arguments += ["--author", "Ada Lovelace", "--author", "Alan Turing", "--name", "pCLE FSRCNN"]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "passed bioimageio.core test_model" in printed and "field of view" in printed
+    description = load_model_description(out)
+    assert description.name == "pCLE FSRCNN"
+    assert [a.name for a in description.authors] == ["Ada Lovelace", "Alan Turing"]
+    assert str(description.license) == "BSD-3-Clause"
+    np.testing.assert_array_equal(_extract(out, "test_input.npy")[0, 0], frames[0])
+
+
 def test_cli_errors_exit_2_without_traceback(tmp_path, capsys):
     checkpoint = write_checkpoint(tiny_network("fsrcnn"), tmp_path / "best.pt")
     out = tmp_path / "model.pt"
