@@ -30,7 +30,16 @@ from napari_pclesr.cli._common import (
     EXIT_TERMINATED,
 )
 
-COMMAND_MODULES = ("simulate", "demo", "metrics", "io_commands", "train", "infer", "models")
+COMMAND_MODULES = (
+    "simulate",
+    "demo",
+    "metrics",
+    "io_commands",
+    "train",
+    "infer",
+    "models",
+    "export",
+)
 
 # What to change when a command runs out of memory.
 _MEMORY_ADVICE = {
