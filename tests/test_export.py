@@ -17,7 +17,7 @@ from torch import nn
 
 from napari_pclesr import models
 from napari_pclesr.cli import main
-from napari_pclesr.data.patches import Normalisation, normalise_frames
+from napari_pclesr.data.patches import Normalisation
 from napari_pclesr.export import _HALO as HALO
 from napari_pclesr.export import (
     ExportError,
@@ -40,7 +40,7 @@ TINY = {
     "edsr_large": {"blocks": 1, "features": 8},
     "densenet_sr": {"low_features": 8, "blocks": 1, "layers": 2, "growth": 4},
 }
-STATS = {"lr_mean": 120.0, "lr_std": 40.0, "hr_mean": 118.0, "hr_std": 45.0}
+NORMALISATION = Normalisation(percentiles=(2.0, 98.0))
 TOLERANCE = 1e-4
 
 # TorchScript is deprecated in PyTorch, but it is one of the formats users ask for.
@@ -72,7 +72,7 @@ def write_checkpoint(network: nn.Module, path):
         "iteration": 321,
         "model": {"name": network.arch, "hparams": hparams, "scale": network.scale},
         "state_dict": network.state_dict(),
-        "normalisation": STATS,
+        "normalisation": NORMALISATION.to_dict(),
         "config": {"model": network.arch, "loss": "ssim+l1", "batch_size": 16, "lr": 1e-4},
         "history": {},
     }
@@ -124,7 +124,7 @@ def test_torchscript_round_trip(tmp_path, name, scale):
     np.testing.assert_allclose(exported, expected, rtol=0, atol=TOLERANCE)
     metadata = json.loads(extra["napari_pclesr"])
     assert metadata["model"] == name and metadata["scale"] == scale
-    assert metadata["normalisation"] == STATS
+    assert metadata["normalisation"] == NORMALISATION.to_dict()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "model.pt"]
 
 
@@ -232,7 +232,7 @@ def test_pretrained_names_are_resolved_by_inference(tmp_path, monkeypatch):
 
     def resolve_model(source, device, scale=None):
         asked.append((source, str(device)))
-        return network, Normalisation(**STATS)
+        return network, NORMALISATION
 
     monkeypatch.setattr("napari_pclesr.infer.resolve_model", resolve_model)
     report = export_torchscript("pretrained:fsrcnn", tmp_path / "model.pt")
@@ -307,8 +307,8 @@ def test_package_and_cli_import_without_the_extra(tmp_path):
 
 def reference_output(network, frame) -> np.ndarray:
     """Our normalisation of the whole frame (the spec has no FoV mask), then the network."""
-    stats = Normalisation(**STATS)
-    normalised, _, _ = normalise_frames(frame, stats.lr_mean, stats.lr_std)
+    whole_frame = Normalisation(percentiles=NORMALISATION.percentiles, fill_outside=False)
+    normalised, _, _ = whole_frame.normalise(frame)
     return pytorch_output(network, torch.from_numpy(normalised)[None, None])
 
 
@@ -347,7 +347,8 @@ def test_bioimageio_package_validates_and_predicts_like_pytorch(tmp_path, name, 
     assert {w for w, entry in description.weights if entry is not None} == set(formats)
     (scale_range,) = [p for p in description.inputs[0].preprocessing if p.id == "scale_range"]
     assert list(scale_range.kwargs.axes) == ["y", "x"]  # per frame, each sample of a batch alone
-    assert (scale_range.kwargs.min_percentile, scale_range.kwargs.max_percentile) == (0, 100)
+    percentiles = (scale_range.kwargs.min_percentile, scale_range.kwargs.max_percentile)
+    assert percentiles == NORMALISATION.percentiles
     dois = {str(entry.doi) for entry in description.cite}
     assert "10.1007/s11548-018-1764-0" in dois  # seed 000
     assert ("10.1007/978-3-030-00928-1_7" in dois) == (name == "densenet_sr")  # seed 002
@@ -365,8 +366,12 @@ def test_bioimageio_package_validates_and_predicts_like_pytorch(tmp_path, name, 
 
     # A frame the package never saw, through bioimage.io's own pre-processing and each weight
     # format, agrees with our normalisation and network. bioimage.io pads the frame by the
-    # halo (mirroring) where the network pads with zeros, so the rim of one halo differs.
+    # halo (mirroring) where the network pads with zeros, so the rim of one halo differs. It
+    # also takes the percentiles over the padded tile; with 5 % of the pixels at each extreme,
+    # both percentiles are those extremes whatever the padding, so the ranges agree exactly.
     unseen = _test_frame(scale, side=36, seed=2) * 300
+    extremes = np.random.default_rng(3).random(unseen.shape)
+    unseen[extremes < 0.05], unseen[extremes > 0.95] = unseen.min(), unseen.max()
     expected = reference_output(network, unseen)
     inside = (..., slice(HALO * scale, -HALO * scale), slice(HALO * scale, -HALO * scale))
     for weight_format in formats:
@@ -408,10 +413,10 @@ def test_a_package_whose_processing_disagrees_with_ours_is_not_written(tmp_path,
     from bioimageio.spec.model.v0_5 import AxisId, ScaleRangeDescr, ScaleRangeKwargs
 
     def percentile_range(normalisation):
-        # What a change of our normalisation to percentiles would need, while our own
-        # normalisation is still the min-max: the package's test output cannot be reproduced.
+        # Other percentiles than the checkpoint's: the package's test output, computed with
+        # our own normalisation, cannot be reproduced.
         kwargs = ScaleRangeKwargs(
-            axes=(AxisId("y"), AxisId("x")), min_percentile=1.0, max_percentile=99.0
+            axes=(AxisId("y"), AxisId("x")), min_percentile=10.0, max_percentile=90.0
         )
         return [ScaleRangeDescr(kwargs=kwargs)], []
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -49,7 +50,7 @@ import torch
 from torch import nn
 
 from napari_pclesr._atomic import atomic_path
-from napari_pclesr.data.patches import Normalisation, normalise_frames
+from napari_pclesr.data.patches import Normalisation
 from napari_pclesr.train.checkpoint import _first_line
 
 __all__ = [
@@ -235,7 +236,7 @@ def load_source(source) -> ExportSource:
     training: dict = {}
     if isinstance(source, nn.Module):
         # A copy: the caller's module stays where it is, in the mode it is in.
-        network, normalisation, origin = copy.deepcopy(source), Normalisation.identity(), "a module"
+        network, normalisation, origin = copy.deepcopy(source), Normalisation(), "a module"
     elif isinstance(source, str) and source.startswith(_PRETRAINED_PREFIX):
         from napari_pclesr.infer import resolve_model
 
@@ -486,16 +487,15 @@ def bioimageio_processing(normalisation: Normalisation) -> tuple[list, list]:
     """The bioimage.io pre- and post-processing that reproduce our normalisation, as far as
     the spec can.
 
-    Today's normalisation is a z-score with the training-set statistics, then a per-frame
-    min-max over the field of view (FoV). The z-score is affine, so the pair equals a per-frame
-    min-max, which the spec's ``scale_range`` with percentiles 0 and 100 over the frame's y and
-    x axes expresses. The spec takes no mask, so the range is that of the whole frame,
-    zero-filled corners included, not of the FoV; and it cannot map the output back with the
-    input's range (no post-processing reads another tensor's statistics and inverts them), so
-    the output stays in the normalised units. Update this function, and
-    :func:`_reference_input` beside it, when the normalisation changes: the package's test
-    output is computed with our own normalisation, so ``bioimageio.core.test_model`` fails
-    until the two agree.
+    Our normalisation maps each frame by its ``normalisation.percentiles`` over the field of
+    view (FoV) to 0 and 1, fills the outside of the FoV with the nearest FoV values, and maps the
+    output back with the inverse. The spec's ``scale_range`` with the same percentiles over the
+    frame's y and x axes expresses the first step, except that it takes no mask: the
+    percentiles are those of the whole frame, zero corners included. The spec has no nearest-
+    value fill, and no post-processing reads another tensor's statistics and inverts them, so
+    the output stays in the normalised units. Keep :func:`_reference_input` beside it in step:
+    the package's test output is computed with our own normalisation, so
+    ``bioimageio.core.test_model`` fails until the two agree.
 
     Returns
     -------
@@ -509,9 +509,9 @@ def bioimageio_processing(normalisation: Normalisation) -> tuple[list, list]:
         ScaleRangeKwargs,
     )
 
-    del normalisation  # the z-score statistics cancel out in the per-frame range
+    low, high = normalisation.percentiles
     per_frame = ScaleRangeKwargs(
-        axes=(AxisId("y"), AxisId("x")), min_percentile=0.0, max_percentile=100.0
+        axes=(AxisId("y"), AxisId("x")), min_percentile=low, max_percentile=high
     )
     preprocessing = [
         EnsureDtypeDescr(kwargs=EnsureDtypeKwargs(dtype="float32")),
@@ -521,8 +521,10 @@ def bioimageio_processing(normalisation: Normalisation) -> tuple[list, list]:
 
 
 def _reference_input(frame: np.ndarray, normalisation: Normalisation) -> np.ndarray:
-    """Our normalisation of a whole frame (no FoV mask: the spec has none), (1, 1, H, W)."""
-    normalised, _, _ = normalise_frames(frame, normalisation.lr_mean, normalisation.lr_std)
+    """Our normalisation of a whole frame, as the spec can express it (no FoV mask, no fill),
+    (1, 1, H, W)."""
+    whole_frame = dataclasses.replace(normalisation, fill_outside=False)
+    normalised, _, _ = whole_frame.normalise(frame)
     return normalised[None, None]
 
 

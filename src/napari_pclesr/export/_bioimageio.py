@@ -50,8 +50,11 @@ from napari_pclesr._validation import as_grey_float
 LIMITS = (
     "The input range is taken over the whole frame, corners outside the circular field of "
     "view included, not over the field of view as napari-pclesr does: the spec's scale_range "
-    "takes no mask. On pCLE frames, whose corners are 0, this maps 0 (not the darkest tissue "
-    "pixel) to 0.",
+    "takes no mask. On pCLE frames, whose corners are 0, the low percentile is lower than "
+    "napari-pclesr's.",
+    "napari-pclesr gives the pixels outside the field of view the value of the nearest pixel "
+    "inside it before the network sees them; the spec has no such step, so the network meets "
+    "the dark edge of the field of view there.",
     "The output stays in the normalised units ([0, 1] for the input's range): the spec has no "
     "post-processing that maps a tensor back with another tensor's per-frame range, which "
     "napari-pclesr does to return the input's intensity units.",
@@ -288,6 +291,7 @@ def _documentation(source, name: str, differences: dict[str, float], tolerance: 
     checks = ", ".join(f"{fmt} {value:.2g}" for fmt, value in differences.items()) or "none"
     hparams = ", ".join(f"{key}={value}" for key, value in source.hparams.items())
     limits = "\n".join(f"- {limit}" for limit in LIMITS)
+    low, high = source.normalisation.percentiles
     return f"""# {name}
 
 Super-resolution of probe-based confocal laser endomicroscopy (pCLE) frames by the
@@ -298,8 +302,8 @@ Super-resolution of probe-based confocal laser endomicroscopy (pCLE) frames by t
 
 - Input `lr`: one grey frame (batch, channel 1, y, x) of at least 32 × 32 pixels, in any
   intensity units; pCLE frames are 0 outside the circular field of view.
-- Pre-processing: `scale_range` over y and x with percentiles 0 and 100 (the frame's minimum
-  to 0, its maximum to 1), which is napari-pclesr's per-frame normalisation.
+- Pre-processing: `scale_range` over y and x with percentiles {low:g} and {high:g}
+  (napari-pclesr's per-frame normalisation, which takes them inside the field of view only).
 - Output `sr`: the super-resolved frame, {source.scale}× larger, in the same normalised units.
 
 ## Training
