@@ -329,3 +329,39 @@ def test_sampler_state_restores_the_batch_stream():
     second.load_state_dict(state)
     for batch in expected:
         assert torch.equal(second.next_batch()[0], batch)
+
+
+# -- mixed training data ------------------------------------------------------------------------
+
+
+def test_mixed_data_vary_bundle_and_noise_and_keep_evaluation_images_out():
+    from napari_pclesr.data.natural import EVALUATION_IMAGES, TRAINING_IMAGES
+
+    assert not set(EVALUATION_IMAGES) & set(TRAINING_IMAGES)
+    data = PairedSequences.mixed(6, 2, (64, 64), seed=3, natural_share=0.5, bundles=3)
+    assert len(data) == 6 and data.simulated
+    assert sum(name.startswith(TRAINING_IMAGES) for name in data.names) == 3
+    assert not any(name.startswith(EVALUATION_IMAGES) for name in data.names)
+    degradations = [data.degradation(i) for i in range(6)]
+    assert len({(d.bundle_seed, d.density) for d in degradations}) > 1
+    # Same seed, same data; the split keeps each sequence's degradation.
+    again = PairedSequences.mixed(6, 2, (64, 64), seed=3, natural_share=0.5, bundles=3)
+    np.testing.assert_array_equal(data.lr(4, seed=1), again.lr(4, seed=1))
+    part = data.subset([4])
+    assert part.degradation(0) == degradations[4]
+    np.testing.assert_array_equal(part.lr(0, seed=1), data.lr(4, seed=1))
+
+
+def test_degradation_sets_the_bundle_density_and_noise():
+    from napari_pclesr.data.patches import Degradation
+
+    hr = [np.full((1, 64, 64), 0.5, np.float32)] * 2
+    quiet, noisy = Degradation(noise_scale=(0, 0)), Degradation(density=0.5, noise_scale=(4, 4))
+    data = PairedSequences(hr, degradations=[quiet, noisy])
+    lr_quiet, lr_noisy = data.lr(0), data.lr(1)
+    assert np.allclose(lr_quiet[:, data.fov_mask(0)], 0.5, atol=1e-6)
+    assert lr_noisy[:, data.fov_mask(1)].std() > 0.05
+    with pytest.raises(ValueError, match="density"):
+        Degradation(density=0)
+    with pytest.raises(ValueError, match="one Degradation per sequence"):
+        PairedSequences(hr, degradations=[quiet])

@@ -5,7 +5,7 @@ Nothing here downloads anything.
 
 from napari_pclesr.data.natural import NATURAL_IMAGES, natural_image
 from napari_pclesr.data.patches import Normalisation, PairedSequences
-from napari_pclesr.data.phantoms import PhantomSequence, phantom, phantom_sequence
+from napari_pclesr.data.phantoms import PhantomSequence, image_sequence, phantom, phantom_sequence
 from napari_pclesr.data.splits import SequenceSplit, split_sequences
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "PairedSequences",
     "PhantomSequence",
     "SequenceSplit",
+    "image_sequence",
     "natural_image",
     "phantom",
     "phantom_sequence",

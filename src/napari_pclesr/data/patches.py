@@ -32,6 +32,7 @@ from napari_pclesr._validation import as_grey_float
 from napari_pclesr.data.splits import DEFAULT_FRACTIONS, split_sequences
 
 __all__ = [
+    "Degradation",
     "Normalisation",
     "PairedSequences",
     "extract_patches",
@@ -336,6 +337,38 @@ def extract_patches(frames, corners, patch_size: int) -> np.ndarray:
 # -- paired sequences ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """How the simulated LR of one sequence is made: its fibre bundle and its noise.
+
+    Training on several bundles and noise levels keeps a model from learning one bundle's
+    fibre pattern or one noise level, which real recordings do not share.
+
+    Parameters
+    ----------
+    bundle_seed : int
+        Seed of the synthetic bundle (its jitter, warp and orientation).
+    density : float
+        Fibres relative to the Cellvizio density of :func:`~napari_pclesr.fibre.fibre_count_for`.
+    noise_scale : (float, float)
+        Factors on the run's ``sigma_mult`` and ``sigma_add``.
+    """
+
+    bundle_seed: int = 0
+    density: float = 1.0
+    noise_scale: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self):
+        if not np.isfinite(self.density) or self.density <= 0:
+            raise ValueError(f"density must be a finite number > 0, got {self.density}.")
+        scales = tuple(float(value) for value in self.noise_scale)
+        if len(scales) != 2 or not all(np.isfinite(v) and v >= 0 for v in scales):
+            raise ValueError(f"noise_scale must be two numbers >= 0, got {self.noise_scale}.")
+        object.__setattr__(self, "noise_scale", scales)
+        object.__setattr__(self, "bundle_seed", int(self.bundle_seed))
+        object.__setattr__(self, "density", float(self.density))
+
+
 class PairedSequences:
     """Aligned (HR, LR) sequences for supervised training.
 
@@ -360,6 +393,10 @@ class PairedSequences:
         and for recorded LR the pixels that are nonzero in some LR frame and in some HR frame.
     names : sequence of str, optional
         Names of the sequences (file stems); ``"seq000"``, ... by default.
+    degradations : sequence of Degradation, optional
+        One per sequence, for simulated LR: its own synthetic bundle and noise factors. By
+        default every sequence goes through the same bundle (``layout``, or a synthetic one of
+        seed 0) with the run's noise.
     """
 
     def __init__(
@@ -371,6 +408,7 @@ class PairedSequences:
         scale: int = 1,
         fov_masks: Sequence | None = None,
         names: Sequence[str] | None = None,
+        degradations: Sequence[Degradation] | None = None,
     ):
         self.scale = int(scale)
         if self.scale < 1:
@@ -392,7 +430,15 @@ class PairedSequences:
             else [_as_stack(s, f"LR {n}") for s, n in zip(lr, self.names, strict=True)]
         )
         self._layout = layout
-        self._simulators: dict[tuple[int, int], object] = {}
+        if degradations is not None:
+            degradations = tuple(degradations)
+            if len(degradations) != count or lr is not None or layout is not None:
+                raise ValueError(
+                    "degradations need one Degradation per sequence, simulated LR (no lr) and "
+                    "no fixed layout."
+                )
+        self._degradations = degradations
+        self._simulators: dict[tuple, object] = {}
         self._ids = tuple(range(count))
         self._check_shapes()
         if fov_masks is None:
@@ -426,6 +472,67 @@ class PairedSequences:
 
         hr = [phantom_sequence(n_frames, shape, seed=seed + i).frames for i in range(n_sequences)]
         return cls(hr, scale=scale, names=[f"phantom{seed + i:03d}" for i in range(n_sequences)])
+
+    @classmethod
+    def mixed(
+        cls,
+        n_sequences: int = 24,
+        n_frames: int = 4,
+        shape: tuple[int, int] = (256, 256),
+        seed: int = 0,
+        *,
+        natural_share: float = 0.5,
+        bundles: int = 4,
+        densities: Sequence[float] = (0.8, 1.0, 1.25),
+        noise_scales: tuple[float, float] = (0.5, 1.5),
+        scale: int = 1,
+    ) -> PairedSequences:
+        """Phantoms and natural images through several bundles and noise levels.
+
+        The training data of the shipped models (``docs/models.md``): tissue phantoms of every
+        kind, and scikit-image's natural images that are not held out for evaluation
+        (:data:`~napari_pclesr.data.natural.TRAINING_IMAGES`), each seen by a probe moving over
+        it with a random zoom and a random intensity transform (gain, offset, gamma), each
+        sequence through one of ``bundles`` synthetic bundles of a random density among
+        ``densities``, with noise factors drawn uniformly from ``noise_scales``. Everything is
+        drawn from ``seed``.
+        """
+        from napari_pclesr.data.natural import TRAINING_IMAGES, natural_image
+        from napari_pclesr.data.phantoms import PHANTOM_KINDS, image_sequence, phantom_sequence
+
+        if not 0 <= natural_share <= 1:
+            raise ValueError(f"natural_share must be in [0, 1], got {natural_share}.")
+        if int(bundles) < 1 or int(n_sequences) < 1:
+            raise ValueError("n_sequences and bundles must be at least 1.")
+        n_natural = round(int(n_sequences) * natural_share)
+        images = {}
+        hr, names, degradations = [], [], []
+        for index in range(int(n_sequences)):
+            rng = np.random.default_rng([int(seed), index])
+            if index < int(n_sequences) - n_natural:
+                kind = PHANTOM_KINDS[index % len(PHANTOM_KINDS)]
+                frames = phantom_sequence(n_frames, shape, seed=int(rng.integers(2**31)), kind=kind)
+                names.append(f"{kind}{index:03d}")
+            else:
+                name = TRAINING_IMAGES[index % len(TRAINING_IMAGES)]
+                if name not in images:
+                    images[name] = natural_image(name)
+                frames = image_sequence(
+                    _zoomed_to_fit(images[name], shape, rng),
+                    n_frames,
+                    shape,
+                    seed=int(rng.integers(2**31)),
+                )
+                names.append(f"{name}{index:03d}")
+            hr.append(_intensity_jitter(frames.frames, rng))
+            degradations.append(
+                Degradation(
+                    bundle_seed=int(rng.integers(int(bundles))),
+                    density=float(rng.choice(np.asarray(densities, dtype=float))),
+                    noise_scale=tuple(rng.uniform(*noise_scales, size=2)),
+                )
+            )
+        return cls(hr, scale=scale, names=names, degradations=degradations)
 
     @classmethod
     def from_folder(cls, folder, *, layout=None, scale: int = 1) -> PairedSequences:
@@ -519,9 +626,13 @@ class PairedSequences:
         if self._lr is not None:
             return self._lr[index]
         hr = self._hr[index]
-        simulator = self._simulator(hr.shape[-2:])
+        degradation = self.degradation(index)
+        simulator = self._simulator(hr.shape[-2:], degradation)
         lr = simulator.simulate(
-            hr, sigma_mult=sigma_mult, sigma_add=sigma_add, seed=self.noise_seed(index, seed, epoch)
+            hr,
+            sigma_mult=sigma_mult * degradation.noise_scale[0],
+            sigma_add=sigma_add * degradation.noise_scale[1],
+            seed=self.noise_seed(index, seed, epoch),
         )
         return _block_mean(lr, self.scale)
 
@@ -536,6 +647,9 @@ class PairedSequences:
         part._masks = [self._masks[i] for i in indices]
         part._ids = tuple(self._ids[i] for i in indices)
         part._layout = self._layout
+        part._degradations = (
+            None if self._degradations is None else tuple(self._degradations[i] for i in indices)
+        )
         part._simulators = self._simulators
         return part
 
@@ -630,27 +744,51 @@ class PairedSequences:
 
     def _default_mask(self, index: int) -> np.ndarray:
         if self._lr is None:
-            fov = self._simulator(self._hr[index].shape[-2:]).fov_mask
+            fov = self._simulator(self._hr[index].shape[-2:], self.degradation(index)).fov_mask
             return _downscale_mask(fov, self.scale)
         hr_fov = _downscale_mask(fov_from_frames(self._hr[index]), self.scale)
         return fov_from_frames(self._lr[index]) & hr_fov
 
-    def _simulator(self, shape: tuple[int, int]):
+    def degradation(self, index: int) -> Degradation:
+        """The :class:`Degradation` of a sequence's simulated LR."""
+        if self._degradations is None:
+            return Degradation()
+        return self._degradations[index]
+
+    def _simulator(self, shape: tuple[int, int], degradation: Degradation):
         from napari_pclesr import FibreLayout, Simulator
         from napari_pclesr.fibre import fibre_count_for
 
         shape = tuple(int(side) for side in shape)
-        if shape not in self._simulators:
+        key = (shape, degradation.bundle_seed, degradation.density)
+        if key not in self._simulators:
             layout = self._layout
             if layout is None:
-                layout = FibreLayout.synthetic(shape, fibre_count_for(shape), seed=0)
+                n_fibres = max(3, round(fibre_count_for(shape) * degradation.density))
+                layout = FibreLayout.synthetic(shape, n_fibres, seed=degradation.bundle_seed)
             elif tuple(layout.shape) != shape:
                 raise ValueError(
                     f"the fibre layout is for {tuple(layout.shape)} frames but the HR frames are "
                     f"{shape}; give a layout for this grid or let a synthetic one be made."
                 )
-            self._simulators[shape] = Simulator(layout)
-        return self._simulators[shape]
+            self._simulators[key] = Simulator(layout)
+        return self._simulators[key]
+
+
+def _zoomed_to_fit(image: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray:
+    """``image`` resized by a random zoom in [0.7, 1.3], enlarged further if it must hold a
+    frame of ``shape`` and a probe path (about 64 pixels)."""
+    needed = (max(shape) + 64) / min(image.shape)
+    zoom = max(rng.uniform(0.7, 1.3), needed)
+    return np.clip(ndimage.zoom(image, zoom, order=3, prefilter=True), 0, 1).astype(np.float32)
+
+
+def _intensity_jitter(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random gamma in [0.6, 1.6], gain in [0.5, 1] and offset in [0, 0.2] for a sequence,
+    so that a model meets many contrasts and brightnesses."""
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
+    gain, offset = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.2)
+    return (np.clip(frames, 0, 1) ** gamma * gain + offset).astype(np.float32)
 
 
 def _as_stack(array, name: str) -> np.ndarray:
