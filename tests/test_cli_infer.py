@@ -136,6 +136,9 @@ def test_folder_mode_refusals(checkpoint, recordings, tmp_path, capsys):
     frames_only = recordings / "seq"
     assert infer_cli(checkpoint, frames_only, tmp_path / "out") == EXIT_BAD_INPUT
     assert "holds frame files: to super-resolve them as one sequence" in capsys.readouterr().err
+    # One recording into a folder that does not exist yet.
+    assert infer_cli(checkpoint, recordings / "a.tif", tmp_path / "results") == EXIT_OK
+    assert tifffile.imread(tmp_path / "results" / "a_sr.tif").shape == (3, 40, 48)
     # With an output .tif, a folder of frames is one sequence.
     assert infer_cli(checkpoint, frames_only, tmp_path / "seq.tif") == EXIT_OK
     assert tifffile.imread(tmp_path / "seq.tif").shape == (2, 40, 48)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_pclesr.io.lazy import LazyFrames, iter_frame_batches, release_pages
+from napari_pclesr.io.lazy import LazyFrames, iter_frame_batches, release_pages, select_frames
 
 N_FRAMES, SHAPE = 12, (3, 4)
 STACK = np.arange(N_FRAMES * SHAPE[0] * SHAPE[1], dtype=np.int16).reshape(N_FRAMES, *SHAPE)
@@ -39,7 +39,7 @@ def lazy_stack(cache_frames: int) -> tuple[LazyFrames, CountingLoader]:
 reads = st.lists(st.integers(0, N_FRAMES - 1), min_size=0, max_size=3 * N_FRAMES)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(cache_frames=st.integers(1, N_FRAMES + 2), sequence=st.lists(reads, min_size=1, max_size=6))
 def test_any_reads_with_any_cache_equal_a_plain_array(cache_frames, sequence):
     frames, loader = lazy_stack(cache_frames)
@@ -111,3 +111,17 @@ def test_batches_of_a_memory_map_are_copies_and_release_their_pages(tmp_path):
     view = np.ndarray(big.shape, np.float32, buffer=buffer)
     release_pages(view[2:])
     np.testing.assert_array_equal(view, big)
+
+
+@pytest.mark.parametrize(
+    "key", [slice(None), slice(2, 9, 3), slice(None, None, -1), slice(5, 0, -2)]
+)
+def test_select_frames_keeps_stacks_lazy(key):
+    indices = range(N_FRAMES)[key]
+    view = select_frames(STACK, indices)
+    assert np.shares_memory(view, STACK)
+    np.testing.assert_array_equal(view, STACK[key])
+    frames, loader = lazy_stack(cache_frames=2)
+    selected = select_frames(frames, indices)
+    assert isinstance(selected, LazyFrames) and not loader.calls
+    np.testing.assert_array_equal(selected[1:], STACK[key][1:])

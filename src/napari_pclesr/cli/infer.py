@@ -22,8 +22,9 @@ EPILOG = """\
 IN and OUT:
   a recording (.mkt, .mpeg/.mpg/.mp4/.avi, .tif) and OUT.tif  one output stack
   a folder of PNG/TIFF frames and OUT.tif                    the frames as one sequence
-  a folder and an output folder (OUT without .tif)           every recording in the folder:
+  a folder and an output folder (OUT without a suffix)       every recording in the folder:
       .mkt, video and TIFF files and sub-folders of frames, each to OUT/<name>_sr.tif
+  a recording and an output folder                           OUT/<name>_sr.tif
 
 examples:
   pclesr infer run/best.pt recording.mkt recording_sr.tif
@@ -97,7 +98,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_pclesr.infer import SuperResolver, super_resolve_recording
 
-    folder_mode = args.input.is_dir() and args.output.suffix.lower() not in TIFF_SUFFIXES
+    output_folder = args.output.is_dir() or args.output.suffix == ""
+    folder_mode = args.input.is_dir() and output_folder
     if folder_mode:
         jobs, ignored = folder_jobs(args.input, args.output)
     else:
@@ -126,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             scale=args.scale,
         )
-        if folder_mode:
+        if output_folder:
             args.output.mkdir(parents=True, exist_ok=True)
             for note in ignored:
                 print(f"pclesr infer: {note}", file=sys.stderr)
@@ -165,10 +167,10 @@ def run(args: argparse.Namespace) -> int:
 
 def single_output(source: Path, output: Path) -> Path:
     """The output file for one input: ``output`` itself, or ``output/<name>_sr.tif`` when
-    ``output`` is a folder."""
+    ``output`` is a folder (one that exists, or a path without a suffix)."""
     from napari_pclesr.io import detect_format
 
-    if output.is_dir():
+    if output.is_dir() or output.suffix == "":
         return output / (source.stem + OUTPUT_SUFFIX)
     if output.suffix.lower() not in TIFF_SUFFIXES:
         raise ValueError(f"the output must be a .tif file or a folder, got {output}.")

@@ -177,7 +177,9 @@ def select_frames(frames, indices: range):
     """The frames at ``indices`` of a (T, H, W) stack, still lazy: a view of an array or memory
     map, or a :class:`LazyFrames` that reads through ``frames``."""
     if not isinstance(frames, LazyFrames):
-        return frames[indices.start : indices.stop : indices.step]
+        # A range that runs down to frame 0 stops at -1, which a slice reads as the last frame.
+        stop = indices.stop if indices.stop >= 0 else None
+        return frames[indices.start : stop : indices.step]
     # The wrapper caches one frame; the frames' own cache already keeps recent ones.
     return LazyFrames(
         lambda wanted: frames.read([indices[i] for i in wanted]),
