@@ -45,3 +45,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def save_tiny_fsrcnn(path, scale: int = 1) -> Path:
+    """Save a checkpoint of a tiny random FSRCNN (d=8, s=4, m=1: receptive-field radius 7 at
+    ×1) with LR statistics mean 900 and std 400, for inference tests."""
+    import torch
+
+    from napari_pclesr import models
+    from napari_pclesr.data.patches import Normalisation
+    from napari_pclesr.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = models.create("fsrcnn", scale=scale, features=8, shrink_features=4, mapping_layers=1)
+    stats = Normalisation(lr_mean=900.0, lr_std=400.0, hr_mean=1.0, hr_std=2.0)
+    checkpoint = {
+        "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": scale},
+        "state_dict": net.state_dict(),
+        "normalisation": stats.to_dict(),
+        "config": {},
+        "history": {},
+        "iteration": 0,
+    }
+    return save_checkpoint(checkpoint, path)

@@ -11,16 +11,14 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
-import torch
+from conftest import save_tiny_fsrcnn
 
 from napari_pclesr import infer
 from napari_pclesr.cli import main
 from napari_pclesr.cli._common import EXIT_BAD_INPUT, EXIT_OK, EXIT_SOME_FAILED
 from napari_pclesr.cli.infer import ProgressLine
-from napari_pclesr.data.patches import Normalisation
 from napari_pclesr.infer import InferenceProgress, super_resolve
 from napari_pclesr.io import read_sequence, write_mkt
-from napari_pclesr.train.checkpoint import save_checkpoint
 
 
 def disc_frames(n_frames=5, shape=(40, 48), seed=0):
@@ -34,23 +32,7 @@ def disc_frames(n_frames=5, shape=(40, 48), seed=0):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny ×1 FSRCNN checkpoint (receptive-field radius 2 + 1 + 4 = 7)."""
-    from napari_pclesr import models
-
-    torch.manual_seed(0)
-    net = models.create("fsrcnn", features=8, shrink_features=4, mapping_layers=1)
-    stats = Normalisation(lr_mean=900.0, lr_std=400.0, hr_mean=1.0, hr_std=2.0)
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    return save_checkpoint(
-        {
-            "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": 1},
-            "state_dict": net.state_dict(),
-            "normalisation": stats.to_dict(),
-            "config": {},
-            "history": {},
-            "iteration": 0,
-        },
-        path,
-    )
+    return save_tiny_fsrcnn(tmp_path_factory.mktemp("run") / "best.pt")
 
 
 def write_tiff(path, frames):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import save_tiny_fsrcnn
 from scipy import ndimage as ndi
 from torch import nn
 
 from napari_pclesr import infer
-from napari_pclesr.data.patches import Normalisation, denormalise_frames, normalise_frames
+from napari_pclesr.data.patches import denormalise_frames, normalise_frames
 from napari_pclesr.infer import (
     SeamWarning,
     SuperResolver,
@@ -19,7 +20,6 @@ from napari_pclesr.infer import (
     super_resolve_recording,
 )
 from napari_pclesr.io import LazyFrames
-from napari_pclesr.train.checkpoint import save_checkpoint
 
 
 def disc(shape, radius):
@@ -85,22 +85,7 @@ def test_explicit_fov_mask_is_applied(frames):
 @pytest.fixture
 def checkpoint_path(tmp_path):
     """A ×2 FSRCNN checkpoint with LR statistics mean 900, std 400."""
-    from napari_pclesr import models
-
-    torch.manual_seed(0)
-    net = models.create("fsrcnn", scale=2, features=8, shrink_features=4, mapping_layers=1)
-    stats = Normalisation(lr_mean=900.0, lr_std=400.0, hr_mean=1.0, hr_std=2.0)
-    return save_checkpoint(
-        {
-            "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": 2},
-            "state_dict": net.state_dict(),
-            "normalisation": stats.to_dict(),
-            "config": {},
-            "history": {},
-            "iteration": 0,
-        },
-        tmp_path / "model.pt",
-    )
+    return save_tiny_fsrcnn(tmp_path / "model.pt", scale=2)
 
 
 def test_checkpoint_applies_its_statistics_like_the_manual_pipeline(frames, checkpoint_path):
