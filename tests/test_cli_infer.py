@@ -101,7 +101,7 @@ def test_folder_mode_super_resolves_each_recording_and_skips_bad_ones(
     assert tifffile.imread(out / "a_tif_sr.tif").shape == (3, 40, 48)
     assert tifffile.imread(out / "a_mkt_sr.tif").shape == (4, 40, 48)
     assert tifffile.imread(out / "seq_sr.tif").shape == (2, 40, 48)
-    assert f"skipped {recordings / 'broken.tif'}: " in captured.err
+    assert f"skipped {recordings / 'broken.tif'}: cannot be read as TIFF" in captured.err
     assert "left out 1 PNG frame(s)" in captured.err and "notes.txt" in captured.err
     assert "3 of 4 recording(s) super-resolved" in captured.out
     assert "1 failed: broken.tif" in captured.out

@@ -148,7 +148,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.clear()
                 if not folder_mode:
                     raise
-                print(f"pclesr infer: skipped {source}: {exc}", file=sys.stderr)
+                # Our errors start with the file's name; others get it.
+                message = str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}"
+                print(f"pclesr infer: skipped {message}", file=sys.stderr)
                 failed.append(source)
                 continue
             bar.clear()
