@@ -8,11 +8,11 @@
 * :func:`super_resolve_recording` streams a recording file (``.mkt``, video, TIFF, folder of
   frames) into a float32 TIFF that is written as the frames come.
 
-The input is normalised as in training (z-score with the checkpoint's LR statistics, then
-per-frame min-max over the field of view), the network runs on batches of frames or of tiles,
-and the output is mapped back to the input's intensity range with the exact inverse of that
-normalisation (see :mod:`napari_pclesr.data.patches`). A frame that is constant inside the
-field of view (a blank or all-zero frame) holds nothing to resolve: it is returned unchanged.
+Each frame is normalised as in training, by the checkpoint's :class:`Normalisation` (an
+affine map of each frame set by its own FoV pixels, see :mod:`napari_pclesr.data.patches`), the
+network runs on batches of frames or of tiles, and the output is mapped back to the input's
+intensity range with the exact inverse of that map. A frame that is constant inside the field
+of view (a blank or all-zero frame) holds nothing to resolve: it is returned unchanged.
 
 Tiling
 ------
@@ -38,7 +38,6 @@ of half the size (starting from half the frame), then with smaller batches, befo
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 import warnings
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 
 from napari_pclesr._validation import as_grey_float, check_grey_shape
-from napari_pclesr.data.patches import Normalisation, denormalise_frames, normalise_frames
+from napari_pclesr.data.patches import Normalisation
 from napari_pclesr.devices import autocast_dtype, select_device
 
 __all__ = [
@@ -148,8 +147,8 @@ class SuperResolver:
     ----------
     checkpoint_or_model : str, os.PathLike, dict or torch.nn.Module
         A checkpoint file, a loaded checkpoint dict, a network or baseline module, or the name
-        of a baseline (``napari_pclesr.baselines.available()``). Modules and baselines use no
-        z-score statistics (only the per-frame min-max normalisation).
+        of a baseline (``napari_pclesr.baselines.available()``). Modules and baselines use the
+        default :class:`Normalisation`.
     device : str or torch.device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``. A given module is moved
         there.
@@ -179,7 +178,7 @@ class SuperResolver:
     model : torch.nn.Module
         The network, in evaluation mode while frames are processed.
     normalisation : Normalisation
-        The LR statistics applied before the network.
+        How frames are mapped into the network's units and back.
     scale : int
         Upscaling factor s: output frames are (s·H, s·W).
     receptive_field : int or None
@@ -338,17 +337,17 @@ class SuperResolver:
         chunk = self._frames_per_chunk(stack.shape[1:], total)
         start_time = time.perf_counter()
         start = 0
-        statistics = self.normalisation.lr_mean, self.normalisation.lr_std
         for raw in iter_frame_batches(stack, chunk):
             stop = start + len(raw)
             where = f"{name} (frames {start}–{stop - 1})" if total > 1 else name
             batch = as_grey_float(raw, name=where, ndims=(3,))
-            normalised, low, high = normalise_frames(batch, *statistics, mask)
+            normalised, low, high = self.normalisation.normalise(batch, mask)
             output = self._predict_with_retries(normalised)
             # A frame constant inside the FoV is returned as it is: the network's answer to a
-            # blank input is not information about the sample.
-            output[high == low] = 0.0
-            restored = denormalise_frames(output, *statistics, low, high, mask)
+            # blank input is not information about the sample. (Its `low` is that constant.)
+            inside = batch[:, mask]
+            output[inside.min(axis=1) == inside.max(axis=1)] = 0.0
+            restored = self.normalisation.denormalise(output, low, high, mask)
             progress = InferenceProgress(stop, total, time.perf_counter() - start_time)
             yield SuperResolvedBatch(start, restored, progress)
             start = stop
@@ -559,9 +558,7 @@ def super_resolve_recording(
         resolver = SuperResolver(model, **options)
     if output.exists() and not overwrite:
         raise FileExistsError(
-            errno.EEXIST,
-            "the output already exists; choose another name or allow overwriting it",
-            os.fspath(output),
+            f"{output} already exists; choose another name or allow overwriting it."
         )
     recording, meta = read_sequence(source)
     try:
@@ -634,7 +631,7 @@ def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]
     from napari_pclesr.train.checkpoint import load_model
 
     if isinstance(source, torch.nn.Module):
-        return source.to(device), Normalisation.identity()
+        return source.to(device), Normalisation()
     if isinstance(source, dict):
         return load_model(source, device)
     if isinstance(source, str | os.PathLike):
@@ -645,10 +642,8 @@ def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]
             inside = sorted(p.name for p in path.glob("*") if p.suffix in _CHECKPOINT_SUFFIXES)
             hint = f" It holds {', '.join(inside)}." if inside else ""
             raise IsADirectoryError(
-                errno.EISDIR,
-                f"the checkpoint is a folder, not a checkpoint file; give a file in it, e.g. "
-                f"{path / 'best.pt'}.{hint}",
-                os.fspath(path),
+                f"checkpoint {path} is a folder, not a checkpoint file; give a file in it, "
+                f"e.g. {path / 'best.pt'}.{hint}"
             )
         if path.suffix.lower() in _CHECKPOINT_SUFFIXES or len(path.parts) > 1:
             raise FileNotFoundError(f"checkpoint {path} does not exist.")
@@ -657,7 +652,7 @@ def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]
         name = str(source)
         if name in baselines.available():
             baseline = baselines.create(name, scale=1 if scale is None else scale)
-            return baseline.to(device), Normalisation.identity()
+            return baseline.to(device), Normalisation()
         raise ValueError(
             f"{name!r} is neither a checkpoint file nor a baseline; baselines are "
             f"{', '.join(baselines.available())}."
