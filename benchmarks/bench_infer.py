@@ -72,12 +72,11 @@ def make_checkpoint(path: Path) -> Path:
 
     torch.manual_seed(0)
     net = models.create("fsrcnn", scale=1)
-    stats = Normalisation(lr_mean=1000.0, lr_std=500.0, hr_mean=0.5, hr_std=0.2)
     return save_checkpoint(
         {
             "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": 1},
             "state_dict": net.state_dict(),
-            "normalisation": stats.to_dict(),
+            "normalisation": Normalisation().to_dict(),
             "config": {},
             "history": {},
             "iteration": 0,
