@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_pclesr import baselines, models
-from napari_pclesr.infer import super_resolve
+from napari_pclesr.infer import _tile_spans, super_resolve
 from napari_pclesr.models import receptive_field_radius
 
 #: Small settings for the big networks, so CI stays fast; other models use their defaults.
@@ -98,10 +98,11 @@ def test_receptive_field_radius_of_layer_chains():
 @pytest.mark.parametrize("name", models.available())
 def test_tiled_equals_untiled_for_every_registered_model(name, scale):
     net = tiny_model(name, scale)
-    frames = frames_in_unit_range()
-    whole = super_resolve(frames, net, device="cpu", batch_size=2)
-    # Tiles of 2·radius + 11 pixels divide neither 37 nor 53; the halo is the radius.
+    # Tiles of 2·radius + 11 pixels (the halo is the radius) on frames they do not divide.
     tile = 2 * net.receptive_field + 11
+    frames = frames_in_unit_range(shape=(2, tile + 13, 2 * tile + 5))
+    assert min(len(_tile_spans(n, tile, net.receptive_field)) for n in frames.shape[1:]) > 1
+    whole = super_resolve(frames, net, device="cpu", batch_size=2)
     tiled = super_resolve(frames, net, device="cpu", tile=tile, batch_size=7)
     assert np.ptp(whole) > 0.05, "the check needs an output that varies"
     # The input spans [0, 1]: 1e-5 of that range, or of the output's if it is wider.
@@ -123,8 +124,10 @@ def test_tiled_equals_untiled_for_every_registered_model(name, scale):
 def test_tiled_equals_untiled_for_baselines(name, params, scale):
     method = baselines.create(name, scale=scale, **params)
     frames = frames_in_unit_range(shape=(2, 61, 67))
+    tile = 2 * method.receptive_field + 9
+    assert len(_tile_spans(61, tile, method.receptive_field)) > 1
     whole = super_resolve(frames, method, device="cpu")
-    tiled = super_resolve(frames, method, device="cpu", tile=2 * method.receptive_field + 9)
+    tiled = super_resolve(frames, method, device="cpu", tile=tile)
     assert np.abs(tiled - whole).max() <= 1e-5 * max(np.ptp(whole), 1.0)
 
 
