@@ -65,3 +65,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def save_tiny_fsrcnn(path, scale: int = 1) -> Path:
+    """Save a checkpoint of a tiny random FSRCNN (d=8, s=4, m=1: receptive-field radius 7 at
+    ×1) whose normalisation maps the 2nd and 98th percentiles to [0, 1], for inference tests."""
+    import torch
+
+    from napari_pclesr import models
+    from napari_pclesr.data.patches import Normalisation
+    from napari_pclesr.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = models.create("fsrcnn", scale=scale, features=8, shrink_features=4, mapping_layers=1)
+    checkpoint = {
+        "model": {"name": "fsrcnn", "hparams": net.hparams, "scale": scale},
+        "state_dict": net.state_dict(),
+        "normalisation": Normalisation(percentiles=(2.0, 98.0)).to_dict(),
+        "config": {},
+        "history": {},
+        "iteration": 0,
+    }
+    return save_checkpoint(checkpoint, path)

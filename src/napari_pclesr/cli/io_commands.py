@@ -158,7 +158,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from napari_pclesr.cli._common import refuse_overwriting_inputs
     from napari_pclesr.io import read_sequence, write_image
     from napari_pclesr.io.errors import UnsupportedFormatError
-    from napari_pclesr.io.lazy import LazyFrames
+    from napari_pclesr.io.lazy import select_frames
 
     if args.output.suffix.lower() not in (".tif", ".tiff"):
         raise UnsupportedFormatError(args.output, "convert writes TIFF; use a .tif suffix.")
@@ -170,12 +170,7 @@ def run_convert(args: argparse.Namespace) -> int:
             f"--frames selects no frame of the {len(frames)} in {args.input}; "
             f"valid indices are 0..{len(frames) - 1}."
         )
-    selected = LazyFrames(
-        lambda wanted: frames[[indices[i] for i in wanted]],
-        len(indices),
-        frames.shape[1:],
-        frames.dtype,
-    )
+    selected = select_frames(frames, indices)
     write_image(
         args.output,
         selected,

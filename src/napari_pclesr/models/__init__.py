@@ -8,10 +8,12 @@
 12809
 
 Every network maps (B, 1, H, W) float frames to (B, 1, scale·H, scale·W), for scale 1, 2, 4
-or 8. See ``docs/models.md``.
+or 8, and has ``receptive_field``: the radius, in input pixels, of the input region one
+output pixel depends on (:func:`receptive_field_radius` derives it from the layers). See
+``docs/models.md``.
 """
 
-from napari_pclesr.models._common import SUPPORTED_SCALES
+from napari_pclesr.models._common import SUPPORTED_SCALES, receptive_field_radius
 from napari_pclesr.models.densenet_sr import DenseNetSR
 from napari_pclesr.models.edsr import EDSR
 from napari_pclesr.models.fsrcnn import FSRCNN
@@ -35,6 +37,7 @@ __all__ = [
     "count_parameters",
     "create",
     "default_hparams",
+    "receptive_field_radius",
     "register",
     "spec",
 ]
