@@ -13,7 +13,16 @@ import sys
 
 from napari_pclesr import __version__
 
-COMMAND_MODULES = ("simulate", "demo", "metrics", "io_commands", "train", "infer", "models")
+COMMAND_MODULES = (
+    "simulate",
+    "demo",
+    "metrics",
+    "io_commands",
+    "train",
+    "infer",
+    "models",
+    "mosaic",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
