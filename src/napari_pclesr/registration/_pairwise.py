@@ -37,7 +37,10 @@ window that overlaps come with each shift, for the checks that follow.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +54,10 @@ REFINEMENTS = ("lk", "parabola", "upsample")
 #: FoV radius. Wider than the smoothing kernel, so the blurred disc edge gets no weight.
 TAPER_MIN_PX = 4
 TAPER_FRACTION = 0.1
-#: Lucas–Kanade stops when the step is below this (pixels of its resolution) ...
+#: Lucas–Kanade stops when the step is below this (pixels of its resolution; at quarter
+#: resolution a looser one, as the half-resolution steps that follow refine further) ...
 LK_TOLERANCE = 1e-3
+QUARTER_TOLERANCE = 2e-2
 #: ... or after this many steps at quarter resolution, then this many at half resolution.
 QUARTER_STEPS = 12
 HALF_STEPS = 2
@@ -69,25 +74,24 @@ UPSAMPLE_FACTOR = 16
 UPSAMPLE_RADIUS = 1.5
 
 # Channels of the prepared planes.
-SMOOTH, GRAD_ROWS, GRAD_COLS, WINDOW, SOURCE = range(5)
+SMOOTH, GRAD_ROWS, GRAD_COLS, SOURCE = range(4)
 
 
 @dataclass
 class PreparedFrames:
     """Per-frame data computed once, for a batch of B frames.
 
-    ``planes`` (half resolution) and ``quarter_planes`` stack five channels: the smoothed
-    frame, its row and column gradients, the FoV window (the same for every frame, kept beside
-    them so that one crop serves all), and what is resampled when the frame is moved (the
+    ``planes`` (half resolution) and ``quarter_planes`` stack four channels: the smoothed
+    frame, its row and column gradients, and what is resampled when the frame is moved (the
     unsmoothed half-resolution frame, or at quarter resolution the smoothed frame again).
     """
 
-    planes: torch.Tensor  # (B, 5, h, w)
-    quarter_planes: torch.Tensor  # (B, 5, h/2, w/2)
+    planes: torch.Tensor  # (B, 4, h, w)
+    quarter_planes: torch.Tensor  # (B, 4, h/2, w/2)
     spectra: torch.Tensor  # (B, pq, pq // 2 + 1) complex: windowed quarter-resolution frame
     fine_spectra: torch.Tensor | None  # (B, ph, ph // 2 + 1) for "parabola" and "upsample"
     brightness: np.ndarray  # (B,) mean inside the FoV
-    contrast: np.ndarray  # (B,) standard deviation inside the FoV
+    contrast: np.ndarray  # (B,) standard deviation inside the FoV, at half resolution
     sharpness: np.ndarray  # (B,) energy of fine over coarse structure (see prepare)
 
     def __len__(self) -> int:
@@ -156,20 +160,25 @@ class PairwiseRegistrar:
         self.device = device
         self.min_overlap = float(min_overlap)
         self.sigma_half = smoothing / 2
-        self._kernel = _gaussian_taps(self.sigma_half, 0.0, device)[1]
-        # Added to the smoothing, it doubles its standard deviation.
-        self._detail_kernel = _gaussian_taps(math.sqrt(3) * self.sigma_half, 0.0, device)[1]
+        self._kernel = _gaussian_taps(self.sigma_half, 0.0)[1]
+        # At quarter resolution, added to the smoothing, it doubles its standard deviation.
+        self._detail_kernel = _gaussian_taps(math.sqrt(3) * self.sigma_half / 2, 0.0)[1]
         self._mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
         self._n_inside = float(mask.sum())
         self._padding = (0, mask.shape[1] % 2, 0, mask.shape[0] % 2)
         half_inside = _halve(self._mask[None], self._padding)[0]
         self._half_outside = 1.0 - half_inside
         half_mask = half_inside.cpu().numpy() > 0.999
+        self._half_mask = torch.as_tensor(half_mask, device=device)
+        self._n_half_inside = float(max(half_mask.sum(), 1))
         radius = math.sqrt(max(half_mask.sum(), 1) / math.pi)
         weight = taper_window(half_mask, max(TAPER_MIN_PX, TAPER_FRACTION * radius))
         self.weight = torch.as_tensor(weight, device=device)
         self.weight_energy = float((self.weight**2).sum())
         self.quarter_weight = F.avg_pool2d(self.weight[None, None], 2)[0, 0]
+        # NumPy views for the pair-by-pair refinement on a CPU (see _lucas_kanade).
+        windows = (self.quarter_weight, self.weight)
+        self._windows = [w.numpy() if device.type == "cpu" else w for w in windows]
         self.pad_q = tuple(next_fast_len(2 * side) for side in self.quarter_weight.shape)
         self.overlap_q = _window_overlap(self.quarter_weight, self.pad_q)
         self.searchable = self.overlap_q >= self.min_overlap
@@ -183,36 +192,37 @@ class PairwiseRegistrar:
 
     def smoothed(self, frames: np.ndarray):
         """Half-resolution frames (B, h, w), unsmoothed and smoothed, and the frames' mean
-        and standard deviation inside the FoV."""
+        (full resolution) and standard deviation (half resolution) inside the FoV."""
         x = torch.as_tensor(frames, device=self.device)
         inside = x * self._mask
         mean = inside.sum((1, 2)) / self._n_inside
-        contrast = torch.sqrt((inside * x).sum((1, 2)) / self._n_inside - mean**2).nan_to_num()
         # Filling the outside with the mean keeps the FoV edge from ringing through the blur.
         # Halving is linear, so the filling is done after it, at half resolution.
         half = _halve(inside, self._padding) + mean[:, None, None] * self._half_outside
+        deviation = torch.where(self._half_mask, half - mean[:, None, None], 0.0)
+        contrast = torch.sqrt((deviation**2).sum((1, 2)) / self._n_half_inside)
         return half, _blur(half, self._kernel), mean, contrast
 
     def prepare(self, frames: np.ndarray) -> PreparedFrames:
         """Prepare a batch of float32 frames (B, H, W)."""
         half, smooth, mean, contrast = self.smoothed(frames)
-        weight = self.weight
-        planes = _planes(smooth, weight, half)
+        quarter = F.avg_pool2d(smooth[:, None], 2)[:, 0]
         # Sharpness: the share of the tissue's energy at scales between the smoothing and twice
-        # it (detail above the fibre pitch that blur removes first), out of all scales above.
-        coarser = _blur(smooth, self._detail_kernel)
+        # it (detail above the fibre pitch that blur removes first), out of all scales above;
+        # measured at quarter resolution, where it costs little.
+        weight = self.quarter_weight
+        coarser = _blur(quarter, self._detail_kernel)
         level = (coarser * weight).sum((1, 2)) / weight.sum()
-        detail = (weight * (smooth - coarser) ** 2).sum((1, 2))
+        detail = (weight * (quarter - coarser) ** 2).sum((1, 2))
         structure = (weight * (coarser - level[:, None, None]) ** 2).sum((1, 2))
         sharpness = detail / structure.clamp_min(1e-30)
-        quarter = F.avg_pool2d(smooth[:, None], 2)[:, 0]
         spectra = torch.fft.rfft2(_windowed(quarter, self.quarter_weight), s=self.pad_q)
         fine = None
         if self.refine != "lk":
-            fine = torch.fft.rfft2(_windowed(smooth, weight), s=self.pad_h)
+            fine = torch.fft.rfft2(_windowed(smooth, self.weight), s=self.pad_h)
         return PreparedFrames(
-            planes=planes,
-            quarter_planes=_planes(quarter, self.quarter_weight, quarter),
+            planes=_planes(smooth, half),
+            quarter_planes=_planes(quarter, quarter),
             spectra=spectra,
             fine_spectra=fine,
             brightness=mean.cpu().double().numpy(),
@@ -265,26 +275,38 @@ class PairwiseRegistrar:
     def _lucas_kanade(self, frames, first, second, start_h):
         """Gauss–Newton, pair by pair on the crop where the frames overlap: at quarter
         resolution until it converges, then at half resolution. On a CPU it runs on NumPy
-        views of the planes, whose small operations cost less than torch's."""
-        levels = [
-            (frames.quarter_planes, 2.0, QUARTER_STEPS, None),
-            (frames.planes, 1.0, HALF_STEPS, self.sigma_half),
-        ]
+        views of the planes, whose small operations cost less than torch's, and the pairs are
+        spread over a thread pool (NumPy and SciPy release the GIL in their loops)."""
+        planes = [frames.quarter_planes, frames.planes]
         if self.device.type == "cpu":
-            levels = [(planes.numpy(), *rest) for planes, *rest in levels]
-        shifts = np.empty_like(start_h)
-        ncc = np.full(len(first), np.nan)
-        overlap = np.zeros(len(first))
-        for pair, (index_a, index_b) in enumerate(zip(first, second, strict=True)):
-            shift = start_h[pair] / 2
-            fit = None
-            for planes, scale, steps, sigma in levels:
-                shift, fit = _gauss_newton(planes[index_a], planes[index_b], shift, steps, sigma)
+            planes = [stack.numpy() for stack in planes]
+        levels = list(
+            zip(
+                planes,
+                self._windows,
+                (2.0, 1.0),
+                (QUARTER_STEPS, HALF_STEPS),
+                (None, self.sigma_half),
+                strict=True,
+            )
+        )
+
+        def refine(pair):
+            shift, fit = start_h[pair] / 2, None
+            for stack, window, scale, steps, sigma in levels:
+                shift, fit = _gauss_newton(
+                    stack[first[pair]], stack[second[pair]], window, shift, steps, sigma
+                )
                 shift = shift * scale
-            shifts[pair] = shift
-            if fit is not None:
-                ncc[pair], overlap[pair] = fit
-        return shifts, ncc, overlap / self.weight_energy
+            return shift, fit
+
+        if self.device.type == "cpu" and len(first) > 1:
+            results = list(_thread_pool().map(refine, range(len(first))))
+        else:
+            results = [refine(pair) for pair in range(len(first))]
+        shifts = np.array([shift for shift, _ in results]).reshape(-1, 2)
+        fits = np.array([(np.nan, 0.0) if fit is None else fit for _, fit in results])
+        return shifts, fits[:, 0], fits[:, 1] / self.weight_energy
 
     def _refine_peak(self, frames, first, second, start_h) -> np.ndarray:
         """Half-resolution correlation peak near the coarse shift: parabola or upsampled."""
@@ -315,17 +337,24 @@ class PairwiseRegistrar:
         overlap = np.zeros(len(first))
         for pair, (index_a, index_b) in enumerate(zip(first, second, strict=True)):
             moving, fixed = frames.planes[index_a], frames.planes[index_b]
-            sampled = _sample_shifted(moving[[SOURCE, WINDOW]], shifts_h[pair], self.sigma_half)
+            sampled = _sample_shifted(
+                (moving[SOURCE], self.weight), shifts_h[pair], self.sigma_half
+            )
             if sampled is None:
                 continue
             (image, window), box = sampled
-            weight = window * fixed[WINDOW][box]
+            weight = window * self.weight[box]
             ncc[pair] = _weighted_ncc(image, fixed[SMOOTH][box], weight)
             overlap[pair] = float(weight.sum()) / self.weight_energy
         return ncc, overlap
 
 
 # -- helpers --------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _thread_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="pclesr-reg")
 
 
 def taper_window(mask: np.ndarray, width: float) -> np.ndarray:
@@ -336,22 +365,27 @@ def taper_window(mask: np.ndarray, width: float) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
 
 
+#: The [1, 3, 3, 1] / 8 kernel of :func:`_halve`.
+HALVING_TAPS = np.array([0.125, 0.375, 0.375, 0.125])
+
+
 def _halve(frames: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
     """Halve (B, H, W) frames with the [1, 3, 3, 1] / 8 kernel at stride 2 along each axis.
 
     Half-resolution pixel i is centred on full-resolution 2i + 0.5, as for 2 × 2 block means,
     but detail near the Nyquist frequency is suppressed before decimation instead of folding
-    down to low frequencies, where it would survive the smoothing. An odd side is padded by
-    repeating its edge.
+    down to low frequencies, where it would survive the smoothing. Edges repeat their last
+    pixel; an odd side is padded so.
     """
-    x = F.pad(frames[:, None], (1, 1 + padding[1], 1, 1 + padding[3]), mode="replicate")[:, 0]
-    height, width = (x.shape[1] - 2) // 2, (x.shape[2] - 2) // 2
-    taps = ((0, 0.125), (1, 0.375), (2, 0.375), (3, 0.125))
-    rows = sum(weight * x[:, tap : tap + 2 * height : 2] for tap, weight in taps)
-    return sum(weight * rows[:, :, tap : tap + 2 * width : 2] for tap, weight in taps)
+    x = F.pad(frames[:, None], (0, padding[1], 0, padding[3]), mode="replicate")[:, 0]
+    for axis in (1, 2):
+        # Sample i of the filtered line is centred on i - 0.5; keep the odd samples.
+        x = _filter_along(x, HALVING_TAPS, axis, origin=-0.5)
+        x = x[:, 1::2] if axis == 1 else x[:, :, 1::2]
+    return x
 
 
-def _gaussian_taps(sigma: float, fraction: float, device=None):
+def _gaussian_taps(sigma: float, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Offsets and normalised weights of a Gaussian centred at ``fraction`` (in [0, 1)).
 
     The offsets run from -R to R (+1 when the centre is not on a pixel), R = ceil(3 sigma).
@@ -359,30 +393,42 @@ def _gaussian_taps(sigma: float, fraction: float, device=None):
     radius = max(1, math.ceil(3 * sigma))
     offsets = np.arange(-radius, radius + (2 if fraction > 0 else 1))
     weights = np.exp(-0.5 * ((offsets - fraction) / max(sigma, 1e-6)) ** 2)
-    weights /= weights.sum()
-    if device is None:
-        return offsets, weights
-    return offsets, torch.as_tensor(weights, dtype=torch.float32, device=device)
+    return offsets, weights / weights.sum()
 
 
-def _blur(frames: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of (B, h, w) frames with mirrored edges, as sums of shifted
-    slices (much faster than a one-channel ``conv2d`` on a CPU)."""
-    radius = kernel.numel() // 2
-    padded = F.pad(frames[:, None], (radius, radius, radius, radius), mode="reflect")[:, 0]
-    height, width = frames.shape[-2:]
-    taps = list(enumerate(kernel.tolist()))
-    rows = sum(weight * padded[:, tap : tap + height] for tap, weight in taps)
-    return sum(weight * rows[:, :, tap : tap + width] for tap, weight in taps)
+def _blur(frames: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """Separable Gaussian blur of (B, h, w) frames (a symmetric ``kernel``), mirrored edges."""
+    for axis in (1, 2):
+        frames = _filter_along(frames, kernel, axis, origin=0.0, mode="mirror")
+    return frames
 
 
-def _planes(smooth: torch.Tensor, weight: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """(B, 5, h, w): the smoothed frames, their row and column gradients, the window and the
-    plane resampled when the frame moves."""
+def _filter_along(frames: torch.Tensor, taps: np.ndarray, axis: int, origin: float, mode="nearest"):
+    """Correlate (B, h, w) frames with ``taps`` along ``axis`` (same length out).
+
+    Output i is ``sum_k taps[k] * x[i + k - len(taps) // 2]``, i.e. centred on i + ``origin``
+    (0 for odd lengths, -0.5 for even ones). CPU tensors go through SciPy's compiled filter,
+    on NumPy views; others through a sum of shifted slices of a padded copy.
+    """
+    if frames.device.type == "cpu":
+        array = frames.numpy()
+        out = ndimage.correlate1d(array, taps.astype(array.dtype), axis=axis, mode=mode)
+        return torch.from_numpy(out)
+    before = len(taps) // 2
+    after = len(taps) - 1 - before
+    pad = [0, 0, 0, 0]
+    pad[(2 - axis) * 2 : (2 - axis) * 2 + 2] = [before, after]
+    padded = F.pad(frames[:, None], pad, mode="replicate" if mode == "nearest" else "reflect")[:, 0]
+    length = frames.shape[axis]
+    parts = (padded.narrow(axis, k, length) * float(w) for k, w in enumerate(taps))
+    return sum(parts)
+
+
+def _planes(smooth: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """(B, 4, h, w): the smoothed frames, their row and column gradients, and the plane
+    resampled when the frame moves."""
     grad_rows, grad_cols = torch.gradient(smooth, dim=(1, 2))
-    return torch.stack(
-        [smooth, grad_rows, grad_cols, weight.expand_as(smooth), source], dim=1
-    ).contiguous()
+    return torch.stack([smooth, grad_rows, grad_cols, source], dim=1)
 
 
 def _windowed(frames: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -464,24 +510,25 @@ def _dft_surface(spectrum, rows, cols):
     return (rows @ spectrum.to(torch.complex128) @ cols.T).real
 
 
-def _gauss_newton(moving, fixed, shift, steps: int, sigma: float | None):
+def _gauss_newton(moving, fixed, window, shift, steps: int, sigma: float | None):
     """Translation of ``fixed`` relative to ``moving`` by Gauss–Newton from ``shift``.
 
-    Both are planes (5, h, w) (see :class:`PreparedFrames`). The gradients are those of the
-    fixed frame (as in inverse-compositional Lucas–Kanade), so only the moving frame and its
-    window are resampled at each step: bilinearly, or, with ``sigma``, by the shifted Gaussian.
-    Returns the shift and, with ``sigma``, ``(ncc, overlap)`` at the last linearisation point
-    (overlap as the sum of the product of both windows). NaN and None when the frames stop
-    overlapping or the system is singular (a featureless overlap).
+    Both are planes (4, h, w) (see :class:`PreparedFrames`) and ``window`` (h, w) is the FoV
+    window of both. The gradients are those of the fixed frame (as in inverse-compositional
+    Lucas–Kanade), so only the moving frame and its window are resampled at each step:
+    bilinearly, or, with ``sigma``, by the shifted Gaussian. Returns the shift and, with
+    ``sigma``, ``(ncc, overlap)`` at the last linearisation point (overlap as the sum of the
+    product of both windows). NaN and None when the frames stop overlapping or the system is
+    singular (a featureless overlap).
     """
     shift = np.asarray(shift, dtype=np.float64)
     for _ in range(steps):
-        sampled = _sample_shifted(moving[[SOURCE, WINDOW]], shift, sigma)
+        sampled = _sample_shifted((moving[SOURCE], window), shift, sigma)
         if sampled is None:
             return np.full(2, np.nan), None
-        (image, window), box = sampled
-        target, grad_rows, grad_cols, window_b = (fixed[channel][box] for channel in range(4))
-        weight = window * window_b
+        (image, window_a), box = sampled
+        target, grad_rows, grad_cols = (fixed[channel][box] for channel in range(3))
+        weight = window_a * window[box]
         residual = image - target
         weighted_rows, weighted_cols = weight * grad_rows, weight * grad_cols
         h_rr = float((weighted_rows * grad_rows).sum())
@@ -494,7 +541,7 @@ def _gauss_newton(moving, fixed, shift, steps: int, sigma: float | None):
             return np.full(2, np.nan), None
         step = -np.array([h_cc * g_r - h_rc * g_c, h_rr * g_c - h_rc * g_r]) / determinant
         shift = shift + step
-        if np.abs(step).max() < LK_TOLERANCE:
+        if np.abs(step).max() < (LK_TOLERANCE if sigma else QUARTER_TOLERANCE):
             break
     if sigma is None:
         return shift, None
@@ -502,13 +549,14 @@ def _gauss_newton(moving, fixed, shift, steps: int, sigma: float | None):
 
 
 def _sample_shifted(planes, shift, sigma: float | None = None):
-    """Values of ``planes`` (C, h, w) at x + shift for the pixels x whose neighbours all exist.
+    """Values of each (h, w) plane of ``planes`` at x + shift, for the pixels x whose
+    neighbours all exist.
 
     Without ``sigma``: bilinear interpolation. With it: the planes smoothed by a Gaussian of
     that standard deviation centred at x + shift (an exact shift of the smoothed planes).
-    Returns the values (C, h', w') and the box of x, or None when it is empty.
+    Returns the values (a list of (h', w') arrays) and the box of x, or None when it is empty.
     """
-    _, height, width = planes.shape
+    height, width = planes[0].shape
     shift_r, shift_c = float(shift[0]), float(shift[1])
     if not (math.isfinite(shift_r) and math.isfinite(shift_c)):
         return None
@@ -521,14 +569,30 @@ def _sample_shifted(planes, shift, sigma: float | None = None):
     if row1 - row0 < 2 or col1 - col0 < 2:
         return None
     n_rows, n_cols = row1 - row0, col1 - col0
-    top = planes[
-        :,
-        row0 + whole_r - before : row1 + whole_r + after,
-        col0 + whole_c - before : col1 + whole_c + after,
-    ]
-    rows = sum(w * top[:, k : k + n_rows] for k, w in enumerate(taps_r[1].tolist()))
-    values = sum(w * rows[:, :, k : k + n_cols] for k, w in enumerate(taps_c[1].tolist()))
+    values = []
+    for plane in planes:
+        top = plane[
+            row0 + whole_r - before : row1 + whole_r + after,
+            col0 + whole_c - before : col1 + whole_c + after,
+        ]
+        rows = _weighted_taps(top, taps_r[1], n_rows, axis=0)
+        values.append(_weighted_taps(rows, taps_c[1], n_cols, axis=1))
     return values, (slice(row0, row1), slice(col0, col1))
+
+
+def _weighted_taps(array, weights: np.ndarray, length: int, axis: int):
+    """``out[i] = sum_k weights[k] * array[i + k]`` along ``axis``, for i < ``length``.
+
+    Long kernels on NumPy arrays go through SciPy's compiled correlation (no temporary per
+    tap); two taps, and tensors (on a GPU), through a sum of shifted slices.
+    """
+    if isinstance(array, np.ndarray) and len(weights) > 2:
+        full = ndimage.correlate1d(array, weights.astype(array.dtype), axis=axis, mode="constant")
+        start = len(weights) // 2
+        return full[start : start + length] if axis == 0 else full[:, start : start + length]
+    if axis == 0:
+        return sum(w * array[k : k + length] for k, w in enumerate(weights.tolist()))
+    return sum(w * array[:, k : k + length] for k, w in enumerate(weights.tolist()))
 
 
 def _resampling_taps(fraction: float, sigma: float | None):
