@@ -63,8 +63,10 @@ def test_run_adds_mosaic_hr_hat_and_a_clickable_quality_plot(dock, qtbot, sequen
     assert hr_hat.data.shape == lr.shape
     assert np.isnan(np.asarray(hr_hat.data[6])).all()
     assert np.isfinite(np.asarray(hr_hat.data[5])).all()
-    mosaic = viewer.layers["seq mosaic"].data
-    assert mosaic.ndim == 2 and mosaic.shape[0] > SIZE
+    mosaic = viewer.layers["seq mosaic"]
+    assert mosaic.data.ndim == 2 and mosaic.data.shape[0] > SIZE
+    # Placed under frame 0 (the first frame of the only segment) in the viewer.
+    assert tuple(mosaic.translate) == tuple(float(v) for v in mosaic.metadata["origin"])
 
     plot = widget.plot
     assert len(plot.kept.get_offsets()) == 9

@@ -105,14 +105,11 @@ def test_lucas_kanade_is_more_accurate_than_correlation_peaks(noisy_sequence, si
 
 
 def test_progress_is_reported_per_batch(noisy_sequence, simulator):
+    from napari_pclesr.registration._register import drain
+
     events = []
     runner = iter_register(noisy_sequence[2], simulator.fov_mask, batch_frames=5, device="cpu")
-    while True:
-        try:
-            events.append(next(runner))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = drain(runner, events.append)
     assert [(e.done, e.total) for e in events] == [(5, 12), (10, 12), (12, 12)]
     assert isinstance(result, Registration)
 

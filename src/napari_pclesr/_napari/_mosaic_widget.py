@@ -171,11 +171,14 @@ class MosaicWidget(WorkerDock):
             mosaic = next(m for m in result.mosaics if m.segment == largest)
             covered = mosaic.image[mosaic.weight > 0.5]
             limits = _limits(covered)
+            # Mosaic pixel p is point p + origin of the segment's first frame: translated so,
+            # the mosaic lies under that frame in the viewer.
             self._add_or_update(
                 f"{name} mosaic",
                 mosaic.image,
                 {"origin": mosaic.origin, "segment": largest, "weight": mosaic.weight},
                 limits,
+                translate=tuple(float(v) for v in mosaic.origin),
             )
             self._add_or_update(
                 f"{name} HR-hat",
@@ -197,14 +200,19 @@ class MosaicWidget(WorkerDock):
         if not result.mosaics:
             report(self._status, "Every frame was rejected; see the plot for why.", error=True)
 
-    def _add_or_update(self, name, data, metadata, limits) -> None:
+    def _add_or_update(self, name, data, metadata, limits, translate=None) -> None:
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
             layer.data = data
             layer.metadata.update(metadata)
             layer.contrast_limits = limits
+            if translate is not None:
+                layer.translate = translate
         else:
-            self.viewer.add_image(data, name=name, metadata=metadata, contrast_limits=limits)
+            options = {} if translate is None else {"translate": translate}
+            self.viewer.add_image(
+                data, name=name, metadata=metadata, contrast_limits=limits, **options
+            )
 
     def _on_error(self, exc: Exception) -> None:
         report(self._status, f"Mosaic failed: {exc}", error=True)

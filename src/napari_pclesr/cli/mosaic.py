@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_pclesr.io import read_sequence, write_image
     from napari_pclesr.io.lazy import LazyFrames
     from napari_pclesr.registration import SegmentWarning, iter_mosaic, write_training_pairs
+    from napari_pclesr.registration._register import drain
 
     outputs = [args.out_mosaic, args.out_hrhat, args.report, args.pairs]
     if all(path is None for path in outputs):
@@ -134,12 +135,7 @@ def run(args: argparse.Namespace) -> int:
             min_overlap=args.min_overlap,
             gaps=gaps,
         )
-        while True:
-            try:
-                bar.update(next(runner))
-            except StopIteration as stop:
-                result = stop.value
-                break
+        result = drain(runner, bar.update)
     bar.close()
     for warning in caught:
         print(f"pclesr mosaic: warning: {warning.message}", file=sys.stderr)
@@ -270,7 +266,8 @@ class FrameProgressBar:
         self.enabled = enabled
         self._format_seconds = format_seconds
         self._stage = None
-        self._stage_start = 0.0
+        # A stage starts when the previous one's last event came (or the bar was made).
+        self._stage_start = self._last_event = time.monotonic()
         self._last_draw = 0.0
         self._drawn = False
 
@@ -279,7 +276,8 @@ class FrameProgressBar:
         if event.stage != self._stage:
             if self._drawn:
                 self.stream.write("\n")
-            self._stage, self._stage_start = event.stage, now
+            self._stage, self._stage_start = event.stage, self._last_event
+        self._last_event = now
         final = event.done >= event.total
         if not self.enabled or (now - self._last_draw < 0.1 and not final):
             return

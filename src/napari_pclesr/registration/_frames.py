@@ -85,7 +85,9 @@ class FrameSource:
             batch = self.frames[int(indices[0]) : int(indices[-1]) + 1]  # a view for arrays
         else:
             batch = self.frames[indices]
-        return as_grey_float(batch, name="frames", ndims=(3,))
+        batch = as_grey_float(batch, name="frames", ndims=(3,))
+        # Read-only memory maps are copied (a batch is small): torch wants writable arrays.
+        return batch if batch.flags.writeable else batch.copy()
 
     def batches(
         self, indices: Sequence[int] | None = None, batch_frames: int = BATCH_FRAMES

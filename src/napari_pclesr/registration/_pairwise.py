@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -179,7 +178,7 @@ class PairwiseRegistrar:
         # NumPy views for the pair-by-pair refinement on a CPU (see _lucas_kanade).
         windows = (self.quarter_weight, self.weight)
         self._windows = [w.numpy() if device.type == "cpu" else w for w in windows]
-        self.pad_q = tuple(next_fast_len(2 * side) for side in self.quarter_weight.shape)
+        self.pad_q = _correlation_padding(self.quarter_weight, self.min_overlap)
         self.overlap_q = _window_overlap(self.quarter_weight, self.pad_q)
         self.searchable = self.overlap_q >= self.min_overlap
         self._lags_q = _signed_lags(self.pad_q, device)
@@ -276,7 +275,8 @@ class PairwiseRegistrar:
         """Gauss–Newton, pair by pair on the crop where the frames overlap: at quarter
         resolution until it converges, then at half resolution. On a CPU it runs on NumPy
         views of the planes, whose small operations cost less than torch's, and the pairs are
-        spread over a thread pool (NumPy and SciPy release the GIL in their loops)."""
+        spread over a pool of ``torch.get_num_threads()`` threads (NumPy and SciPy release the
+        GIL in their loops)."""
         planes = [frames.quarter_planes, frames.planes]
         if self.device.type == "cpu":
             planes = [stack.numpy() for stack in planes]
@@ -300,8 +300,9 @@ class PairwiseRegistrar:
                 shift = shift * scale
             return shift, fit
 
-        if self.device.type == "cpu" and len(first) > 1:
-            results = list(_thread_pool().map(refine, range(len(first))))
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and threads > 1 and len(first) > 1:
+            results = list(_thread_pool(threads).map(refine, range(len(first))))
         else:
             results = [refine(pair) for pair in range(len(first))]
         shifts = np.array([shift for shift, _ in results]).reshape(-1, 2)
@@ -338,7 +339,7 @@ class PairwiseRegistrar:
         for pair, (index_a, index_b) in enumerate(zip(first, second, strict=True)):
             moving, fixed = frames.planes[index_a], frames.planes[index_b]
             sampled = _sample_shifted(
-                (moving[SOURCE], self.weight), shifts_h[pair], self.sigma_half
+                (moving[SOURCE], self.weight), shifts_h[pair], (self.sigma_half, None)
             )
             if sampled is None:
                 continue
@@ -353,8 +354,9 @@ class PairwiseRegistrar:
 
 
 @functools.cache
-def _thread_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="pclesr-reg")
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """As many workers as torch uses threads, so ``torch.set_num_threads`` sets both."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pclesr-reg")
 
 
 def taper_window(mask: np.ndarray, width: float) -> np.ndarray:
@@ -437,6 +439,24 @@ def _windowed(frames: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     windowed = (frames - level[:, None, None]) * weight
     energy = torch.sqrt((windowed**2).sum((1, 2)))
     return windowed / energy.clamp_min(1e-30)[:, None, None]
+
+
+def _correlation_padding(weight: torch.Tensor, min_overlap: float) -> tuple[int, int]:
+    """FFT sizes at which a cross-correlation is free of wrap-around at every lag searched.
+
+    Lags whose window overlap is below ``min_overlap`` are never searched, so a frame side
+    plus the largest searched lag is enough (less than the 2 x side of a full linear
+    correlation: fewer FFT points per pair).
+    """
+    full = tuple(next_fast_len(2 * side) for side in weight.shape)
+    searched = _window_overlap(weight, full) >= min_overlap
+    rows, cols = (lags.abs() for lags in _signed_lags(full, weight.device))
+    reach_r = int(rows[searched.any(dim=1)].max())
+    reach_c = int(cols[searched.any(dim=0)].max())
+    return tuple(
+        min(next_fast_len(side + reach + 1), size)
+        for side, reach, size in zip(weight.shape, (reach_r, reach_c), full, strict=True)
+    )
 
 
 def _window_overlap(weight: torch.Tensor, pad: tuple[int, int]) -> torch.Tensor:
@@ -523,7 +543,8 @@ def _gauss_newton(moving, fixed, window, shift, steps: int, sigma: float | None)
     """
     shift = np.asarray(shift, dtype=np.float64)
     for _ in range(steps):
-        sampled = _sample_shifted((moving[SOURCE], window), shift, sigma)
+        # The window only weighs the residuals: bilinear is precise enough for it.
+        sampled = _sample_shifted((moving[SOURCE], window), shift, (sigma, None))
         if sampled is None:
             return np.full(2, np.nan), None
         (image, window_a), box = sampled
@@ -548,32 +569,37 @@ def _gauss_newton(moving, fixed, window, shift, steps: int, sigma: float | None)
     return shift, (_weighted_ncc(image, target, weight), float(weight.sum()))
 
 
-def _sample_shifted(planes, shift, sigma: float | None = None):
+def _sample_shifted(planes, shift, sigmas):
     """Values of each (h, w) plane of ``planes`` at x + shift, for the pixels x whose
     neighbours all exist.
 
-    Without ``sigma``: bilinear interpolation. With it: the planes smoothed by a Gaussian of
-    that standard deviation centred at x + shift (an exact shift of the smoothed planes).
-    Returns the values (a list of (h', w') arrays) and the box of x, or None when it is empty.
+    ``sigmas`` gives, per plane, None for bilinear interpolation, or the standard deviation of
+    a Gaussian centred at x + shift that smooths the plane (an exact shift of the smoothed
+    plane). Returns the values (a list of (h', w') arrays) and the box of x, or None when it
+    is empty.
     """
     height, width = planes[0].shape
     shift_r, shift_c = float(shift[0]), float(shift[1])
     if not (math.isfinite(shift_r) and math.isfinite(shift_c)):
         return None
     whole_r, whole_c = math.floor(shift_r), math.floor(shift_c)
-    taps_r = _resampling_taps(shift_r - whole_r, sigma)
-    taps_c = _resampling_taps(shift_c - whole_c, sigma)
-    before, after = -taps_r[0][0], taps_r[0][-1]
+    taps = [
+        (_resampling_taps(shift_r - whole_r, sigma), _resampling_taps(shift_c - whole_c, sigma))
+        for sigma in sigmas
+    ]
+    # Every plane needs its taps' neighbours: the box is where all of them exist.
+    before = max(-rows[0][0] for rows, _ in taps)
+    after = max(rows[0][-1] for rows, _ in taps)
     row0, row1 = max(before, before - whole_r), min(height, height - after - whole_r)
     col0, col1 = max(before, before - whole_c), min(width, width - after - whole_c)
     if row1 - row0 < 2 or col1 - col0 < 2:
         return None
     n_rows, n_cols = row1 - row0, col1 - col0
     values = []
-    for plane in planes:
+    for plane, (taps_r, taps_c) in zip(planes, taps, strict=True):
         top = plane[
-            row0 + whole_r - before : row1 + whole_r + after,
-            col0 + whole_c - before : col1 + whole_c + after,
+            row0 + whole_r + taps_r[0][0] : row1 + whole_r + taps_r[0][-1],
+            col0 + whole_c + taps_c[0][0] : col1 + whole_c + taps_c[0][-1],
         ]
         rows = _weighted_taps(top, taps_r[1], n_rows, axis=0)
         values.append(_weighted_taps(rows, taps_c[1], n_cols, axis=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -37,21 +38,7 @@ class Progress:
     total: int
 
 
-def register_sequence(
-    frames,
-    mask=None,
-    *,
-    max_shift: float | None = None,
-    gaps: Sequence[int] = DEFAULT_GAPS,
-    min_ncc: float = 0.7,
-    min_overlap: float = 0.25,
-    dark_fraction: float = 0.25,
-    blur_fraction: float = 0.5,
-    smoothing: float = 2.0,
-    refine: str = "lk",
-    device="auto",
-    batch_frames: int = BATCH_FRAMES,
-) -> Registration:
+def register_sequence(frames, mask=None, **options) -> Registration:
     """Register every frame of a pCLE sequence to its segment's first frame (translation).
 
     Pairs of frames ``(t - g, t)`` for each gap ``g`` in ``gaps`` are registered by a plain,
@@ -122,30 +109,18 @@ def register_sequence(
     >>> bool(abs(registration.offsets - truth).max() < 0.25)
     True
     """
-    runner = iter_register(
-        frames,
-        mask,
-        max_shift=max_shift,
-        gaps=gaps,
-        min_ncc=min_ncc,
-        min_overlap=min_overlap,
-        dark_fraction=dark_fraction,
-        blur_fraction=blur_fraction,
-        smoothing=smoothing,
-        refine=refine,
-        device=device,
-        batch_frames=batch_frames,
-    )
-    return drain(runner)
+    return drain(iter_register(frames, mask, **options))
 
 
-def drain(generator: Generator):
-    """Run a generator to its end and return its return value."""
+def drain(generator: Generator, on_event=None):
+    """Run a generator to its end, passing each event to ``on_event``; return its value."""
     while True:
         try:
-            next(generator)
+            event = next(generator)
         except StopIteration as stop:
             return stop.value
+        if on_event is not None:
+            on_event(event)
 
 
 def iter_register(
@@ -165,7 +140,8 @@ def iter_register(
 ) -> Generator[Progress, None, Registration]:
     """:func:`register_sequence`, yielding a :class:`Progress` after every batch of frames.
 
-    For GUI workers: iterate it and stop iterating (or close it) to cancel.
+    It takes the same arguments. For GUI workers: iterate it, and stop iterating (or close it)
+    to cancel.
     """
     from napari_pclesr.devices import select_device
     from napari_pclesr.registration._pairwise import PairwiseRegistrar
@@ -371,7 +347,10 @@ def _frame_quality(
 ) -> FrameQuality:
     ends = np.concatenate([pairs.first, pairs.second])
     which = np.tile(np.arange(len(pairs)), 2)
-    score = np.nan_to_num(pairs.ncc[which], nan=-np.inf)
+    # A frame and its repeat match perfectly and say nothing about how well it registers, so
+    # such pairs rank last when each frame's best pair is chosen.
+    repeat = ((pairs.second - pairs.first) == 1) & duplicate[pairs.second]
+    score = np.where(repeat[which], -2.0, np.nan_to_num(pairs.ncc[which], nan=-np.inf))
     order = np.lexsort((score, ends))  # by frame, then by NCC: each frame's best pair last
     last = order[np.append(ends[order][1:] != ends[order][:-1], True)]
     best_pair, frames = which[last], ends[last]
@@ -399,9 +378,8 @@ def _frame_quality(
 
 
 def _warn_about_segments(registration: Registration) -> None:
-    segments = registration.segments
-    fused = [members for members in segments if len(members) > 1]
-    if len(fused) == 0:
+    fused = [i for i in range(len(registration.segments)) if registration.kept_in(i).size > 1]
+    if not fused:
         warnings.warn(
             f"no frame of the {registration.n_frames} overlaps any other: every frame is its own "
             "segment and none can be fused. Check that this is one recording of moving tissue "
@@ -409,13 +387,19 @@ def _warn_about_segments(registration: Registration) -> None:
             SegmentWarning,
             stacklevel=3,
         )
-    elif len(segments) > 1:
-        starts = ", ".join(str(int(members[0])) for members in fused)
-        alone = len(segments) - len(fused)
+    elif len(registration.segments) > 1:
+        starts = ", ".join(str(int(registration.segments[i][0])) for i in fused)
+        alone = len(registration.segments) - len(fused)
         warnings.warn(
             f"the sequence splits into {len(fused)} segment(s) starting at frames {starts}"
-            + (f", and {alone} frame(s) matched no other" if alone else "")
+            + (f", and {alone} group(s) of frames matched no other" if alone else "")
             + " (scene cuts, probe lift-offs or fast motion); each is mosaicked on its own.",
             SegmentWarning,
             stacklevel=3,
         )
+
+
+# ``register_sequence`` forwards its options to ``iter_register``; show their names in help().
+register_sequence.__signature__ = inspect.signature(iter_register).replace(
+    return_annotation=Registration
+)

@@ -25,7 +25,8 @@ class FrameQuality:
     ----------
     ncc : float
         The best normalised cross-correlation of the frame with any frame it was paired with
-        (smoothed frames, over their overlap).
+        (smoothed frames, over their overlap), pairs with its own repeat counting only when
+        there is no other.
     peak_ratio : float
         The highest correlation peak over the second-highest, for that best pair; near 1 means
         an ambiguous match (repetitive tissue).
