@@ -37,9 +37,7 @@ window that overlaps come with each shift, for the checks that follow.
 
 from __future__ import annotations
 
-import functools
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -274,9 +272,8 @@ class PairwiseRegistrar:
     def _lucas_kanade(self, frames, first, second, start_h):
         """Gauss–Newton, pair by pair on the crop where the frames overlap: at quarter
         resolution until it converges, then at half resolution. On a CPU it runs on NumPy
-        views of the planes, whose small operations cost less than torch's, and the pairs are
-        spread over a pool of ``torch.get_num_threads()`` threads (NumPy and SciPy release the
-        GIL in their loops)."""
+        views of the planes, whose small operations cost less than torch's. (A thread pool over
+        the pairs was slower: the many small NumPy calls of a pair hold the GIL in between.)"""
         planes = [frames.quarter_planes, frames.planes]
         if self.device.type == "cpu":
             planes = [stack.numpy() for stack in planes]
@@ -300,11 +297,7 @@ class PairwiseRegistrar:
                 shift = shift * scale
             return shift, fit
 
-        threads = torch.get_num_threads()
-        if self.device.type == "cpu" and threads > 1 and len(first) > 1:
-            results = list(_thread_pool(threads).map(refine, range(len(first))))
-        else:
-            results = [refine(pair) for pair in range(len(first))]
+        results = [refine(pair) for pair in range(len(first))]
         shifts = np.array([shift for shift, _ in results]).reshape(-1, 2)
         fits = np.array([(np.nan, 0.0) if fit is None else fit for _, fit in results])
         return shifts, fits[:, 0], fits[:, 1] / self.weight_energy
@@ -351,12 +344,6 @@ class PairwiseRegistrar:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _thread_pool(threads: int) -> ThreadPoolExecutor:
-    """As many workers as torch uses threads, so ``torch.set_num_threads`` sets both."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pclesr-reg")
 
 
 def taper_window(mask: np.ndarray, width: float) -> np.ndarray:
