@@ -30,6 +30,8 @@ CANVAS_MARGIN = 2
 #: A canvas larger than this many pixels is refused (a registration gone wrong).
 MAX_CANVAS_PIXELS = 400_000_000
 METHODS = ("mosaic", "fibre")
+#: Frames of HR-hat kept after rendering.
+HR_HAT_CACHE_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,12 @@ def hr_hat_sequence(
             out[position] = np.where(mask, values, 0.0)
         return out
 
-    return LazyFrames(render, registration.n_frames, (height, width), np.float32)
+    # Rendering a frame costs a few milliseconds: a small cache is enough for browsing, and
+    # keeps memory low when the whole stack is written out in order.
+    cache_bytes = HR_HAT_CACHE_FRAMES * height * width * 4
+    return LazyFrames(
+        render, registration.n_frames, (height, width), np.float32, cache_bytes=cache_bytes
+    )
 
 
 # -- resampling ------------------------------------------------------------------------------------
