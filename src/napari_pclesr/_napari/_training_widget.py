@@ -390,9 +390,17 @@ class TrainingWidget(WorkerDock):
         self._last_ssim = None
         self._history.value = ""
         self._curve.value = ""
-        worker = thread_worker(_train_in_worker, ignore_errors=True)(
-            config, source, self._stop_event
-        )
+        from qtpy.QtCore import Qt
+
+        run = _train_in_worker(config, source, self._stop_event)
+
+        def drive():
+            return (yield from run)
+
+        worker = thread_worker(drive, ignore_errors=True)()
+        # napari quits every worker when it closes, and superqt then stops iterating without
+        # closing the generator: close the run in the worker thread, so it writes last.pt now.
+        worker.aborted.connect(run.close, Qt.ConnectionType.DirectConnection)
         self._connect(worker.yielded, self._on_event)
         self._connect(worker.returned, self._on_returned)
         self._connect(worker.errored, self._on_error)

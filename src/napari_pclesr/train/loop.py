@@ -9,6 +9,8 @@ shard of the patches, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import sys
 import threading
@@ -25,7 +27,12 @@ from napari_pclesr.data.patches import Normalisation, PairedSequences
 from napari_pclesr.devices import autocast_dtype
 from napari_pclesr.train import distributed
 from napari_pclesr.train.batches import PatchSampler
-from napari_pclesr.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_pclesr.train.checkpoint import (
+    check_run_folder,
+    load_checkpoint,
+    non_finite_weight,
+    save_checkpoint,
+)
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import (
     CheckpointSaved,
@@ -38,10 +45,24 @@ from napari_pclesr.train.events import (
     ValidationDone,
 )
 
-__all__ = ["iter_train", "load_training_data", "train"]
+__all__ = ["TrainingDivergedError", "iter_train", "load_training_data", "train"]
 
 # The settings that must not change when a run is resumed (they define the network and data).
 _FIXED_ON_RESUME = ("model", "hparams", "scale", "patch_size", "seed", "split", "data")
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss or the weights became NaN or infinite; nothing after that was saved.
+
+    Attributes
+    ----------
+    iteration : int
+        The first iteration known to be non-finite.
+    """
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 def train(
@@ -141,7 +162,14 @@ class _TrainingRun:
     # -- set-up ---------------------------------------------------------------------------------
 
     def _set_up(self, model, data) -> None:
+        from napari_pclesr.train.memory import check_batch_fits
+
         config = self.config
+        # The cheap checks first: a refused run must not wait for the data.
+        replaced = check_run_folder(
+            config.out_dir, resume=config.resume, overwrite=config.overwrite
+        )
+        check_batch_fits(config, self.device, model)
         self.checkpoint_in = load_checkpoint(config.resume) if config.resume else None
         if self.checkpoint_in is not None:
             _check_resumable(config, self.checkpoint_in)
@@ -156,7 +184,7 @@ class _TrainingRun:
         if self.checkpoint_in is not None:
             self.normalisation = Normalisation.from_dict(self.checkpoint_in["normalisation"])
         else:
-            self.normalisation = self.train_data.fit_normalisation(**self.lr_options)
+            self.normalisation = Normalisation()
         self.model_name = config.model
         self.model = model if model is not None else _create_model(config)
         if getattr(self.model, "scale", 1) != config.scale:
@@ -195,6 +223,9 @@ class _TrainingRun:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.checkpoint_in is not None:
             self._restore(self.checkpoint_in)
+        if self.context.is_main:
+            for path in replaced:  # the new run is ready: no file of the old one may remain
+                path.unlink(missing_ok=True)
         self.result: TrainResult | None = None
 
     def _check_patches(self) -> None:
@@ -219,11 +250,10 @@ class _TrainingRun:
         epoch = 0
         if self.checkpoint_in is not None and config.fresh_noise_per_epoch:
             epoch = max(0, int(self.checkpoint_in["resume"]["epoch"]))
-        lr = self._train_lr_patches(epoch)
-        hr = torch.from_numpy(self.train_data.hr_patches(self.normalisation, config.patch_size))
+        lr, hr = self._train_patches(epoch)
         self.sampler = PatchSampler(
             lr,
-            hr[:, None],
+            hr,
             config.batch_size,
             self.device,
             seed=config.seed,
@@ -234,17 +264,18 @@ class _TrainingRun:
         )
         self.n_train_patches = len(lr)
         rank, world = self.context.rank, self.context.world_size
-        val_lr = self.val_data.lr_patches(self.normalisation, config.patch_size, **self.lr_options)
-        val_hr = self.val_data.hr_patches(self.normalisation, config.patch_size)
+        val_lr, val_hr, _ = self.val_data.patches(
+            self.normalisation, config.patch_size, **self.lr_options
+        )
         self.n_val_patches = len(val_lr)
         self.val_lr = torch.from_numpy(val_lr[rank::world])[:, None]
         self.val_hr = torch.from_numpy(val_hr[rank::world])[:, None]
 
-    def _train_lr_patches(self, epoch: int) -> torch.Tensor:
-        patches = self.train_data.lr_patches(
+    def _train_patches(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr, _ = self.train_data.patches(
             self.normalisation, self.config.patch_size, epoch=epoch, **self.lr_options
         )
-        return torch.from_numpy(patches)[:, None]
+        return torch.from_numpy(lr)[:, None], torch.from_numpy(hr)[:, None]
 
     def _restore(self, checkpoint: dict) -> None:
         state = checkpoint["resume"]
@@ -311,6 +342,8 @@ class _TrainingRun:
                 last = self.iteration == config.iterations
                 if report_due or validation_due or last:
                     mean_loss, wait, step = window.flush(context)
+                    if not math.isfinite(mean_loss):
+                        raise self._diverged(window.first_non_finite(self.iteration), "loss")
                     total_wait += wait
                     total_step += step
                     self.history.iteration.append(self.iteration)
@@ -340,9 +373,11 @@ class _TrainingRun:
                         yield from self._save("last")
                     break
         except GeneratorExit:
-            # The consumer closed the generator (e.g. a GUI worker quit): keep a usable file.
+            # The consumer closed the generator (e.g. a GUI worker quit): keep a usable file
+            # (unless the weights are no longer finite: then the earlier file is kept).
             if not context.enabled:
-                self._write("last")
+                with contextlib.suppress(TrainingDivergedError):
+                    self._write("last")
             raise
         self.network.eval()
         self.result = TrainResult(
@@ -368,7 +403,7 @@ class _TrainingRun:
             return
         next_epoch = self.sampler.epoch + 1
         if self.config.fresh_noise_per_epoch and self.train_data.simulated and next_epoch > 0:
-            self.sampler.set_patches(self._train_lr_patches(next_epoch))
+            self.sampler.set_patches(*self._train_patches(next_epoch))
         self.sampler.start_epoch()
 
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
@@ -392,6 +427,8 @@ class _TrainingRun:
 
     def _validate_and_save(self) -> Generator[TrainingEvent, None, None]:
         val_loss, val_ssim = self._validate()
+        if not math.isfinite(val_loss):
+            raise self._diverged(self.iteration, "validation loss")
         is_best = self.best_val_loss is None or val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss, self.best_iteration = val_loss, self.iteration
@@ -439,6 +476,9 @@ class _TrainingRun:
             yield CheckpointSaved(path=path, kind=kind, iteration=self.iteration)
 
     def _write(self, kind: str) -> Path | None:
+        # Every process holds the same weights, so all raise together.
+        if non_finite_weight(dict(self.model.named_parameters())) is not None:
+            raise self._diverged(self.iteration, "weights")
         rank_states = self.context.gather_objects(
             {"sampler": self.sampler.state_dict(), "rng": _get_rng_state()}
         )
@@ -478,20 +518,35 @@ class _TrainingRun:
             },
         }
 
+    def _diverged(self, iteration: int, what: str) -> TrainingDivergedError:
+        saved = [path for path in (self.best_path, self.last_path) if path is not None]
+        kept = (
+            f"{' and '.join(str(path) for path in saved)} keep the last finite weights"
+            if saved
+            else "no checkpoint had been written yet"
+        )
+        lower = self.config.lr / 10
+        return TrainingDivergedError(
+            f"training diverged: the {what} became NaN or infinite at iteration {iteration} "
+            f"(learning rate {self.config.lr:g}); training stopped and {kept}. Train again "
+            f"with a lower learning rate (e.g. --lr {lower:g}, TrainConfig(lr={lower:g})).",
+            iteration,
+        )
+
     def close(self) -> None:
         distributed.teardown(self.context)
 
 
 class _Window:
-    """Sums of the losses and times since the last report (the loss stays on the device)."""
+    """The losses and times since the last report (the losses stay on the device)."""
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._flushed: list[torch.Tensor] = []
         self._reset()
 
     def _reset(self) -> None:
-        self.loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.count = 0
+        self.losses: list[torch.Tensor] = []
         self.wait = 0.0
         self.restart_clock()
 
@@ -499,21 +554,31 @@ class _Window:
         self.start = time.perf_counter()
 
     def add(self, loss: torch.Tensor, wait: float) -> None:
-        self.loss += loss.double()
-        self.count += 1
+        self.losses.append(loss)
         self.wait += wait
 
     def flush(self, context) -> tuple[float, float, float]:
-        """Mean loss over the window (and over processes), data-wait time, total time."""
-        totals = torch.stack(
-            [self.loss, torch.tensor(float(self.count), device=self.device).double()]
-        )
+        """Mean loss over the window (and over processes), data-wait time, total time.
+
+        The window's losses are kept for :meth:`first_non_finite`.
+        """
+        window = torch.stack(self.losses).double()
+        count = torch.tensor(float(len(self.losses)), device=self.device, dtype=torch.float64)
+        totals = torch.stack([window.sum(), count])
         context.all_reduce_sum(totals)
         mean = float(totals[0] / totals[1])  # .item() waits for the device: time it after
         elapsed = time.perf_counter() - self.start
         wait = self.wait
+        self._flushed = self.losses
         self._reset()
         return mean, wait, elapsed
+
+    def first_non_finite(self, last_iteration: int) -> int:
+        """The iteration of the first non-finite loss of the flushed window (on this process;
+        its last iteration when only another process saw one)."""
+        finite = torch.isfinite(torch.stack(self._flushed)).cpu().tolist()
+        first = finite.index(False) if False in finite else len(finite) - 1
+        return last_iteration - len(finite) + 1 + first
 
 
 # -- helpers ------------------------------------------------------------------------------------
