@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_pclesr.io.lazy import LazyFrames
 from napari_pclesr.registration._frames import BATCH_FRAMES, FrameSource
 from napari_pclesr.registration._pairwise import taper_window
 from napari_pclesr.registration._register import Progress, drain
@@ -30,8 +31,6 @@ CANVAS_MARGIN = 2
 #: A canvas larger than this many pixels is refused (a registration gone wrong).
 MAX_CANVAS_PIXELS = 400_000_000
 METHODS = ("mosaic", "fibre")
-#: Frames of HR-hat kept after rendering.
-HR_HAT_CACHE_FRAMES = 8
 
 
 @dataclass(frozen=True)
@@ -224,13 +223,12 @@ def hr_hat_sequence(
 
     Returns
     -------
-    napari_pclesr.io.LazyFrames
-        (T, H, W) float32 frames computed when read (memory: the mosaics plus a few frames).
+    RenderedFrames
+        A (T, H, W) float32 :class:`~napari_pclesr.io.LazyFrames` whose frames are computed
+        when read (memory: the mosaics plus the frames read).
         Frame t is aligned with input frame t; it is 0 outside the FoV, and all NaN for
         rejected frames (see ``registration.reasons``).
     """
-    from napari_pclesr.io.lazy import LazyFrames
-
     source, mask = _checked(frames, registration, mask)
     if mosaics is None:
         mosaics = drain(
@@ -259,12 +257,19 @@ def hr_hat_sequence(
             out[position] = np.where(mask, values, 0.0)
         return out
 
-    # Rendering a frame costs a few milliseconds: a small cache is enough for browsing, and
-    # keeps memory low when the whole stack is written out in order.
-    cache_bytes = HR_HAT_CACHE_FRAMES * height * width * 4
-    return LazyFrames(
-        render, registration.n_frames, (height, width), np.float32, cache_bytes=cache_bytes
-    )
+    return RenderedFrames(render, registration.n_frames, (height, width), np.float32)
+
+
+class RenderedFrames(LazyFrames):
+    """A lazy stack whose frames are computed again at every read, with no cache.
+
+    Rendering an HR-hat frame from the mosaic costs a few milliseconds, less than keeping
+    frames around; and writers that take a :class:`~napari_pclesr.io.LazyFrames` stream it
+    batch by batch.
+    """
+
+    def read(self, indices) -> np.ndarray:
+        return self._load(np.asarray(indices, dtype=np.int64).reshape(-1))
 
 
 # -- resampling ------------------------------------------------------------------------------------
