@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "infer",
     "models",
     "export",
+    "mosaic",
 )
 
 # What to change when a command runs out of memory.
