@@ -1,0 +1,313 @@
+"""The adversarial (SRGAN) and cycle (seed 001) objectives on the training loop, and the CLI."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from napari_pclesr import FibreLayout, Simulator
+from napari_pclesr.data import LRRecordings, PairedSequences, phantom_sequence
+from napari_pclesr.infer import super_resolve
+from napari_pclesr.train import (
+    IterationDone,
+    TrainConfig,
+    TrainingPreparing,
+    TrainingStarted,
+    ValidationDone,
+    iter_train,
+    load_checkpoint,
+    load_model,
+    train,
+)
+
+TINY_SRGAN = {"blocks": 1, "features": 8}
+TINY_D = {"features": 4, "dense": 16}
+
+
+def smooth_stack(frames, shape, seed):
+    rng = np.random.default_rng(seed)
+    return ndi.gaussian_filter(rng.random((frames, *shape)), (0, 1.5, 1.5)).astype(np.float32)
+
+
+def simulated_pairs(n_sequences=6, frames=2, side=64):
+    """Sequences of smooth HR with LR simulated through a synthetic bundle (layout known)."""
+    return PairedSequences([smooth_stack(frames, (side, side), s) for s in range(n_sequences)])
+
+
+def tiny_config(objective="cycle", **changes) -> TrainConfig:
+    settings = {
+        "objective": objective,
+        "model": "srgan",
+        "hparams": TINY_SRGAN,
+        "discriminator": TINY_D,
+        "loss": "l1",
+        "iterations": 8,
+        "batch_size": 8,
+        "patch_size": 16,
+        "lr": 1e-3,
+        "val_every": 4,
+        "log_every": 1,
+        "device": "cpu",
+        "augment_flips": False,
+        "augment_rot90": False,
+    }
+    return TrainConfig(**{**settings, **changes})
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"objective": "wgan"}, "unknown objective 'wgan'"),
+        ({"objective": "adversarial", "lr_data": "x.mkt"}, "lr_data .* needs objective='cycle'"),
+        ({"lr_data": "x.mkt", "target_domain": "paired"}, "'paired' needs HR"),
+        ({"target_domain": "unpaired"}, "'unpaired' needs target_data"),
+        ({"target_domain": "imagenet"}, "unknown target_domain"),
+        ({"gan_loss": "hinge"}, "unknown gan_loss"),
+        ({"label_smoothing": 0.5}, r"label_smoothing must be in \[0, 0.5\)"),
+        ({"d_steps": 0}, "d_steps must be a whole number >= 1"),
+        ({"discriminator": {"depth": 3}}, "unknown discriminator hyper-parameter"),
+        ({"fibres": 2}, "fibres must be a whole number >= 3"),
+    ],
+)
+def test_bad_gan_settings_are_clear_errors(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{"objective": "cycle", **changes})
+
+
+def test_objective_defaults_follow_srgan_and_seed_001():
+    adversarial, cycle = tiny_config("adversarial"), tiny_config("cycle")
+    assert adversarial.adversarial_weight == 1e-3 and adversarial.initial_noise == 0
+    assert cycle.adversarial_weight == 1.0 and cycle.initial_noise == 0.1
+    assert (cycle.vec_weight, cycle.reg_weight) == (1.0, 1.0)
+
+
+# -- each objective end to end, resumed exactly -------------------------------------------------
+
+
+def stop_at(iteration):
+    return lambda event: not (isinstance(event, IterationDone) and event.iteration == iteration)
+
+
+@pytest.mark.parametrize(
+    ("objective", "changes"),
+    [
+        ("adversarial", {"pretrain_iterations": 2, "d_steps": 2}),
+        ("adversarial", {"gan_loss": "ragan", "instance_noise": 0.2, "label_smoothing": 0.1}),
+        ("cycle", {"target_domain": "natural", "pretrain_iterations": 2}),
+        ("cycle", {"target_domain": "paired", "gan_loss": "ragan", "d_steps": 2}),
+    ],
+)
+def test_objective_trains_saves_a_loadable_generator_and_resumes_exactly(
+    tmp_path, objective, changes
+):
+    options = {
+        "iterations": 12,
+        "val_every": 4,
+        "schedule": "cosine",
+        "augment_flips": True,
+        "augment_rot90": True,
+        **changes,
+    }
+    straight = train(
+        tiny_config(objective, **options, out_dir=str(tmp_path / "a")), data=simulated_pairs()
+    )
+    stopped_config = tiny_config(objective, **options, out_dir=str(tmp_path / "b"))
+    stopped = train(stopped_config, data=simulated_pairs(), callback=stop_at(6))
+    assert stopped.iterations == 6 and stopped.stopped_by_request
+    resumed = train(
+        stopped_config.replace(resume=str(tmp_path / "b" / "last.pt")), data=simulated_pairs()
+    )
+    assert resumed.iterations == 12
+    for name, values in straight.history.terms.items():
+        np.testing.assert_allclose(resumed.history.terms[name], values, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(resumed.history.val_loss, straight.history.val_loss, rtol=1e-5)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    checkpoint = load_checkpoint(tmp_path / "a" / "last.pt")
+    assert checkpoint["objective"] == objective
+    discriminator = checkpoint["resume"]["discriminator"]
+    assert discriminator["hparams"]["features"] == 4 and discriminator["state_dict"]
+    resumed_d = load_checkpoint(tmp_path / "b" / "last.pt")["resume"]["discriminator"]
+    for key, value in discriminator["state_dict"].items():
+        torch.testing.assert_close(resumed_d["state_dict"][key], value, rtol=1e-5, atol=1e-6)
+    # The generator alone serves inference, as for a supervised checkpoint.
+    model, _ = load_model(tmp_path / "a" / "best.pt")
+    assert model.arch == "srgan"
+    lr = simulated_pairs().lr(0)
+    sr = super_resolve(lr, tmp_path / "a" / "best.pt", device="cpu")
+    assert sr.shape == lr.shape and np.isfinite(sr).all()
+
+
+def test_events_carry_every_term_and_the_discriminator_waits_for_pretraining():
+    config = tiny_config("adversarial", iterations=6, pretrain_iterations=3, val_every=6)
+    events = list(iter_train(config, data=simulated_pairs()))
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    assert started.objective == "adversarial"
+    assert started.terms == ("g_loss", "content", "adv", "d_loss", "d_real_acc", "d_fake_acc")
+    reports = [e for e in events if isinstance(e, IterationDone)]
+    assert [sorted(e.terms) for e in reports[:3]] == [["content", "g_loss"]] * 3
+    assert all(set(e.terms) == set(started.terms) for e in reports[3:])
+    for event in reports:
+        assert event.loss == event.terms["g_loss"]
+        assert 0 <= event.terms.get("d_real_acc", 0) <= 1
+    # Pre-training is content only, so the generator's loss is the content loss.
+    assert all(e.terms["g_loss"] == pytest.approx(e.terms["content"]) for e in reports[:3])
+    after = reports[3].terms
+    assert after["g_loss"] == pytest.approx(after["content"] + 1e-3 * after["adv"], rel=1e-5)
+    validation = next(e for e in events if isinstance(e, ValidationDone))
+    assert set(validation.scores) == {"content", "ssim"}
+    assert validation.val_loss == validation.scores["content"]
+
+
+def test_preparation_events_come_first_and_at_once(tmp_path):
+    config = tiny_config("cycle", data=str(tmp_path / "missing"))
+    events = iter_train(config)
+    start = time.perf_counter()
+    first = next(events)
+    assert isinstance(first, TrainingPreparing) and time.perf_counter() - start < 3
+    seen = []
+    with pytest.raises(FileNotFoundError, match="has no 'hr' sub-folder"):
+        seen.extend(events)  # the data are read only after the first events
+    assert seen and all(isinstance(e, TrainingPreparing) for e in seen)
+    stages = [
+        e.stage
+        for e in iter_train(tiny_config("cycle", iterations=1), data=simulated_pairs())
+        if isinstance(e, TrainingPreparing)
+    ]
+    for stage in ("loading data", "fibre layout", "simulating LR", "fibre geometry"):
+        assert stage in stages
+    assert "target-domain patches" in stages and stages[-1] == "building the networks"
+
+
+def test_cycle_l_vec_falls_and_the_discriminator_learns_with_paired_targets():
+    config = tiny_config(
+        "cycle",
+        target_domain="paired",
+        iterations=200,
+        lr=1e-4,  # seed 001's rate (1e-3 makes the tiny game oscillate)
+        val_every=100,
+        log_every=10,
+        instance_noise=0.05,
+        noise_anneal=100,
+    )
+    result = train(config, data=simulated_pairs())
+    vec = np.array(result.history.terms["vec"])
+    assert vec[-3:].mean() < 0.5 * vec[:2].mean()
+    accuracy = (
+        np.array(result.history.terms["d_real_acc"]) + np.array(result.history.terms["d_fake_acc"])
+    ) / 2
+    assert abs(accuracy[-5:].mean() - 0.5) > 0.1
+    assert result.history.val_scores["vec"][-1] < result.history.val_scores["vec"][0]
+
+
+def test_cycle_trains_from_lr_recordings_without_hr_and_picks_best_by_fidelity(tmp_path):
+    layout = FibreLayout.synthetic((96, 96), n_fibres=700, seed=4)
+    simulator = Simulator(layout)
+    recordings = [
+        simulator.simulate(phantom_sequence(3, (96, 96), seed=seed).frames, seed=seed)
+        for seed in range(2)
+    ]
+    data = LRRecordings(recordings, [simulator.fov_mask] * 2, ["rec0", "rec1"])
+    config = tiny_config(
+        "cycle", fibres=700, iterations=4, val_every=2, out_dir=str(tmp_path), patch_size=24
+    )
+    events = list(iter_train(config, data=data))
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    assert started.score == "validation vec_weight * l_Vec + reg_weight * l_Reg"
+    notes = [e.detail for e in events if isinstance(e, TrainingPreparing) and e.detail]
+    assert any("700 fibres in the FoV disc, as given" in note for note in notes)
+    validation = [e for e in events if isinstance(e, ValidationDone)][-1]
+    assert np.isnan(validation.val_ssim) and "ssim" not in validation.scores
+    assert validation.val_loss == pytest.approx(validation.scores["vec"] + validation.scores["reg"])
+    assert validation.scores["delta_gcf"] == pytest.approx(
+        validation.scores["gcf"] - validation.scores["gcf_lr"]
+    )
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    # Two recordings: frames of each split in time (train first), never a recording's frames
+    # in two parts at the same time.
+    assert checkpoint["split"]["train"] == ["rec0 [train frames 0-0]", "rec1 [train frames 0-0]"]
+    assert [note["n_fibres"] for note in checkpoint["fibre_layouts"]] == [
+        pytest.approx(700, rel=0.05)
+    ] * 2
+
+
+def test_lr_recordings_split_by_recording_or_by_frame_blocks():
+    stacks = [np.zeros((10, 8, 8), np.float32) + i for i in range(4)]
+    masks = [np.ones((8, 8), bool)] * 4
+    many = LRRecordings(stacks, masks, ["a", "b", "c", "d"])
+    train_part, val_part, test_part = many.split((0.5, 0.25, 0.25), seed=0)
+    assert sorted(train_part.names + val_part.names + test_part.names) == ["a", "b", "c", "d"]
+    assert sorted(train_part.sources + val_part.sources + test_part.sources) == [0, 1, 2, 3]
+    one = many.subset([2])
+    train_part, val_part, test_part = one.split((0.7, 0.15, 0.15))
+    assert [len(part.lr(0)) for part in (train_part, val_part, test_part)] == [8, 1, 1]
+    assert train_part.sources == val_part.sources == (2,)
+    np.testing.assert_array_equal(val_part.lr(0), stacks[2][8:9])
+    with pytest.raises(ValueError, match="too few to split"):
+        LRRecordings([np.zeros((2, 8, 8))], masks[:1], ["short"]).split()
+
+
+def test_cycle_trains_from_the_real_mpeg_recording_without_hr(shared_dir, tmp_path):
+    path = shared_dir / "data" / "pcle_colorectal_S01V01.mpeg"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    config = tiny_config(
+        "cycle",
+        lr_data=str(path),
+        layout="auto",
+        frame_step=26,
+        iterations=2,
+        val_every=2,
+        batch_size=4,
+        patch_size=24,
+        out_dir=str(tmp_path),
+    )
+    events = list(iter_train(config))
+    notes = [e.detail for e in events if isinstance(e, TrainingPreparing) and e.detail]
+    assert any("no fibre pattern is measurable" in note for note in notes)
+    result = events[-1].result
+    assert result.iterations == 2 and np.isfinite(result.history.train_loss).all()
+    assert np.isnan(result.history.val_ssim[-1])
+    frame = np.asarray(LRRecordings.open(path, frame_step=100).lr(0))
+    sr = super_resolve(frame, tmp_path / "best.pt", device="cpu")
+    assert sr.shape == frame.shape
+
+
+# -- command line -------------------------------------------------------------------------------
+
+TINY_ARGS = ["--model", "srgan", "--hparam", "blocks=1", "--hparam", "features=8"]
+TINY_ARGS += ["--disc-hparam", "features=4", "--disc-hparam", "dense=16", "--device", "cpu"]
+TINY_ARGS += ["--batch-size", "4", "--iters", "2", "--val-every", "2", "--log-every", "1"]
+
+
+def test_cli_trains_srgan_on_the_sample_data(tmp_path, capsys):
+    from napari_pclesr.cli import main
+
+    argv = ["train", "--objective", "adversarial", *TINY_ARGS, "--data", "sample"]
+    assert main([*argv, "--patch-size", "32", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "objective adversarial" in err and "content" in err and "acc_real" in err
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["objective"] == "adversarial"
+
+
+def test_cli_trains_the_cycle_gan_from_a_recording_with_layout_auto(tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    from napari_pclesr.cli import main
+
+    layout = FibreLayout.synthetic((224, 224), n_fibres=4000, seed=0)
+    recording = Simulator(layout).simulate(phantom_sequence(6, (224, 224), seed=1).frames, seed=1)
+    tifffile.imwrite(tmp_path / "rec.tif", recording)
+    argv = ["train", "--objective", "cycle", *TINY_ARGS, "--lr-data", str(tmp_path / "rec.tif")]
+    argv += ["--layout", "auto", "--target-domain", "rescaled", "--patch-size", "16"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "measured from the recording" in err and "vec" in err and "delta_gcf" in err
+    assert main([*argv, "--out", str(tmp_path / "run2"), "--objective", "supervised"]) == 2
+    assert "needs objective='cycle'" in capsys.readouterr().err
