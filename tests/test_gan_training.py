@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -311,3 +315,64 @@ def test_cli_trains_the_cycle_gan_from_a_recording_with_layout_auto(tmp_path, ca
     assert "measured from the recording" in err and "vec" in err and "delta_gcf" in err
     assert main([*argv, "--out", str(tmp_path / "run2"), "--objective", "supervised"]) == 2
     assert "needs objective='cycle'" in capsys.readouterr().err
+
+
+# -- DDP ----------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, os, sys
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from napari_pclesr.data.patches import PairedSequences
+from napari_pclesr.train import TrainConfig, train
+
+torch.set_num_threads(1)
+out, rank = sys.argv[1], int(os.environ["RANK"])
+rng = np.random.default_rng(0)
+hr = [ndi.gaussian_filter(rng.random((2, 64, 64)), (0, 1.5, 1.5)) for _ in range(6)]
+config = TrainConfig(
+    objective="cycle", model="srgan", hparams={"blocks": 1, "features": 8},
+    discriminator={"features": 4, "dense": 16}, iterations=4, batch_size=4, patch_size=16,
+    val_every=2, log_every=1, device="cpu", out_dir=os.path.join(out, "run"),
+)
+result = train(config, data=PairedSequences([h.astype(np.float32) for h in hr]))
+parameters = {k: v for k, v in result.model.named_parameters()}
+torch.save(parameters, os.path.join(out, f"rank{rank}.pt"))
+with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
+    json.dump({"terms": result.history.terms, "val": result.history.val_loss}, handle)
+"""
+
+
+@pytest.mark.slow
+def test_cycle_gan_trains_in_lockstep_on_two_processes(tmp_path):
+    if not torch.distributed.is_available():
+        pytest.skip("this torch build has no torch.distributed")
+    script = tmp_path / "ddp_cycle.py"
+    script.write_text(DDP_SCRIPT)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    command += ["--standalone", str(script), str(tmp_path)]
+    finished = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=tmp_path,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert reports[0] == reports[1]  # terms and scores are reduced over the processes
+    assert set(reports[0]["terms"]) == {"g_loss", "vec", "reg", "adv", "d_loss"} | {
+        "d_real_acc",
+        "d_fake_acc",
+    }
+    weights = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    ranks = checkpoint["resume"]["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["noise"], ranks[1]["noise"])
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt"]
