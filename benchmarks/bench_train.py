@@ -218,12 +218,7 @@ def bare_loop_rate(name, device, loss, timed, warmup) -> float:
         scaler.update()
         return value.item()
 
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(timed):
-        step()
-    return timed / (time.perf_counter() - start)
+    return steps_per_second(step, timed, warmup)
 
 
 def bare_gan_rate(name, device, loss, timed, warmup, objective) -> float:
@@ -265,6 +260,11 @@ def bare_gan_rate(name, device, loss, timed, warmup, objective) -> float:
         update(content + 1e-3 * adversarial, 0)
         return adversarial.item()
 
+    return steps_per_second(step, timed, warmup)
+
+
+def steps_per_second(step, timed: int, warmup: int) -> float:
+    """Calls of ``step`` per second over ``timed`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
     start = time.perf_counter()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
+from test_train import tiny_config as supervised_config
 
 from napari_pclesr import FibreLayout, Simulator
 from napari_pclesr.data import LRRecordings, PairedSequences, phantom_sequence
@@ -43,23 +44,9 @@ def simulated_pairs(n_sequences=6, frames=2, side=64):
 
 
 def tiny_config(objective="cycle", **changes) -> TrainConfig:
-    settings = {
-        "objective": objective,
-        "model": "srgan",
-        "hparams": TINY_SRGAN,
-        "discriminator": TINY_D,
-        "loss": "l1",
-        "iterations": 8,
-        "batch_size": 8,
-        "patch_size": 16,
-        "lr": 1e-3,
-        "val_every": 4,
-        "log_every": 1,
-        "device": "cpu",
-        "augment_flips": False,
-        "augment_rot90": False,
-    }
-    return TrainConfig(**{**settings, **changes})
+    """The supervised tests' tiny settings, with a tiny SRGAN and discriminator."""
+    gan = {"objective": objective, "model": "srgan", "hparams": TINY_SRGAN, "discriminator": TINY_D}
+    return supervised_config(**{**gan, **changes})
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -233,6 +220,9 @@ def test_cycle_trains_from_lr_recordings_without_hr_and_picks_best_by_fidelity(t
     assert validation.scores["delta_gcf"] == pytest.approx(
         validation.scores["gcf"] - validation.scores["gcf_lr"]
     )
+    # The input itself is nearly consistent with its own fibres (exactly, but for the cells'
+    # averaging of the interpolated LR): a reference far below an untrained network's l_Vec.
+    assert validation.scores["vec_identity"] < 0.05 < validation.scores["vec"]
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     # Two recordings: frames of each split in time (train first), never a recording's frames
     # in two parts at the same time.
@@ -376,3 +366,101 @@ def test_cycle_gan_trains_in_lockstep_on_two_processes(tmp_path):
     ranks = checkpoint["resume"]["ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["noise"], ranks[1]["noise"])
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt"]
+
+
+# -- cycle data ---------------------------------------------------------------------------------
+
+
+def test_fibre_vectors_slot_maps_and_hr_patches_agree_batch_for_batch():
+    # Without noise, V(I_LR) is an affine image of the HR's cell means in every frame, so the
+    # HR patches pooled through their slot maps match V(I_LR) exactly once each vector is
+    # scaled to [0, 1] on its own, flips and rotations included.
+    from napari_pclesr.losses import fibre_vector_loss
+    from napari_pclesr.simulate import pool_slots
+    from napari_pclesr.train.distributed import DistributedContext
+    from napari_pclesr.train.fibre_data import FibreTrainingData
+
+    config = tiny_config(
+        "cycle",
+        target_domain="paired",
+        sigma_mult=0.0,
+        sigma_add=0.0,
+        augment_flips=True,
+        augment_rot90=True,
+    )
+    data = FibreTrainingData(config, DistributedContext(), torch.device("cpu"))
+    for _ in data.prepare(simulated_pairs(), None):
+        pass
+    assert data.has_hr and data.k > 0
+    for _ in range(3):
+        _, slots, vectors, hr = data.next_batch()
+        means, valid = pool_slots(hr, slots, data.k)
+        assert valid.sum(1).min() > 0
+        assert float(fibre_vector_loss(vectors, means, valid, "separate")) < 1e-8
+        shuffled = pool_slots(hr.flip(0), slots, data.k)[0]
+        assert float(fibre_vector_loss(vectors, shuffled, valid, "separate")) > 1e-3
+
+
+def test_cycle_reads_the_layout_from_a_file_or_from_a_raw_bundle_frame(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from test_fibre_layout import render_raw_frame
+
+    truth = FibreLayout.synthetic((96, 96), n_fibres=700, seed=4)
+    simulator = Simulator(truth)
+    recordings = [
+        simulator.simulate(phantom_sequence(3, (96, 96), seed=seed).frames, seed=seed)
+        for seed in range(3)
+    ]
+    data = LRRecordings(recordings, [simulator.fov_mask] * 3, ["a", "b", "c"])
+    truth.save(tmp_path / "bundle.npz")
+    tifffile.imwrite(tmp_path / "raw.tif", render_raw_frame(truth, np.random.default_rng(0)))
+    for layout, note in (("bundle.npz", "700 fibres from"), ("raw.tif", "fibre cores detected")):
+        config = tiny_config("cycle", layout=str(tmp_path / layout), iterations=1, val_every=1)
+        events = list(iter_train(config, data=data))
+        notes = [
+            e.detail
+            for e in events
+            if isinstance(e, TrainingPreparing) and e.stage == "fibre layout" and e.detail
+        ]
+        assert len(notes) == 3 and all(note in n for n in notes)
+    with pytest.raises(ValueError, match="is for 96x96 frames but"):
+        other = LRRecordings(
+            [r[:, :64, :64] for r in recordings],
+            [m[:64, :64] for m in [simulator.fov_mask] * 3],
+            ["a", "b", "c"],
+        )
+        list(iter_train(config.replace(layout=str(tmp_path / "bundle.npz")), data=other))
+
+
+def test_target_domain_patches(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    from skimage import io
+
+    from napari_pclesr.data import target_domains
+
+    bundled = target_domains.natural_patches(32)
+    assert bundled.shape[1:] == (32, 32) and len(bundled) > 500
+    assert bundled.min() >= 0 and bundled.max() <= 1
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    io.imsave(tmp_path / "images" / "a.png", (rng.random((40, 70, 3)) * 255).astype(np.uint8))
+    folder = target_domains.natural_patches(16, tmp_path / "images")
+    assert folder.shape == (2 * 4, 16, 16)  # a centred 2 × 4 grid
+    assert folder.min() >= 0 and folder.max() <= 1
+    (tmp_path / "mosaic" / "hr").mkdir(parents=True)
+    stack = np.zeros((3, 48, 48), np.float32)
+    stack[:, :32, :32] = 100 + rng.random((3, 32, 32))  # the FoV: the nonzero square
+    tifffile.imwrite(tmp_path / "mosaic" / "hr" / "s1.tif", stack, photometric="minisblack")
+    unpaired = target_domains.unpaired_patches(16, tmp_path / "mosaic")
+    assert unpaired.shape == (3 * 4, 16, 16)
+    assert np.allclose(unpaired.reshape(3, -1).min(1), 0) and np.allclose(
+        unpaired.reshape(3, -1).max(1), 1
+    )
+    with pytest.raises(ValueError, match=r"no \.tif/\.tiff file"):
+        target_domains.unpaired_patches(16, tmp_path / "images")
+    frames = rng.random((2, 64, 64)).astype(np.float32)
+    rescaled = target_domains.rescaled_patches([frames], [np.ones((64, 64), bool)], 8)
+    assert rescaled.shape == (2 * 4, 8, 8)
+    small = frames[0].reshape(16, 4, 16, 4).mean(axis=(1, 3))
+    scaled = (small - small.min()) / (small.max() - small.min())
+    np.testing.assert_allclose(rescaled[0], scaled[:8, :8], atol=1e-6)

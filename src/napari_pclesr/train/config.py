@@ -100,7 +100,10 @@ class TrainConfig:
         ``"sample"`` (phantom sequences) or a folder with ``hr/`` and optionally ``lr/``
         sub-folders of TIFF stacks. Used when no data are passed to ``train``.
     layout : str or None
-        Fibre layout file for the simulated LR; a synthetic bundle when ``None``.
+        Fibre layout file for the simulated LR; a synthetic bundle when ``None``. For the
+        ``cycle`` objective it also names the recorded LR's fibres: a layout file, a raw bundle
+        frame (its cores are detected), or ``"auto"`` (measured from the recording; the default
+        for recordings).
     split : (float, float, float)
         Train/validation/test fractions of the sequences.
     objective : {"supervised", "adversarial", "cycle"}

@@ -45,7 +45,12 @@ from napari_pclesr.fibre import FibreLayout
 from napari_pclesr.train.batches import TensorBatches
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
-from napari_pclesr.train.paired_data import check_patch_size, fit_normalisation, split_data
+from napari_pclesr.train.paired_data import (
+    TrainingData,
+    check_patch_size,
+    fit_normalisation,
+    split_data,
+)
 
 __all__ = ["FibreTrainingData", "layout_on_grid", "load_cycle_data"]
 
@@ -92,7 +97,7 @@ class _Geometry:
     k: int
 
 
-class FibreTrainingData:
+class FibreTrainingData(TrainingData):
     """LR patches with fibre vectors and slot maps, target-domain patches, validation tensors.
 
     Attributes (after :meth:`prepare`)
@@ -102,20 +107,12 @@ class FibreTrainingData:
     has_hr : bool
         Whether the data have HR (validation then also reports SSIM).
     layout_notes : list of dict
-        For each training/validation sequence: its name, how its layout was chosen, its fibre
-        count and pitch.
+        For each sequence: its name, how its layout was chosen, its fibre count and median
+        nearest-neighbour spacing.
     """
 
     def __init__(self, config: TrainConfig, context, device: torch.device):
-        self.config = config
-        self.context = context
-        self.device = device
-        self.wait = 0.0
-        self.lr_options = {
-            "seed": config.seed,
-            "sigma_mult": config.sigma_mult,
-            "sigma_add": config.sigma_add,
-        }
+        super().__init__(config, context, device)
         self._geometries: dict[tuple, _Geometry] = {}
         self._fixed_layout: FibreLayout | None = None
         self._rescaled_sources: list[tuple[np.ndarray, np.ndarray]] = []
@@ -355,11 +352,6 @@ class FibreTrainingData:
 
     # -- batches --------------------------------------------------------------------------------
 
-    @property
-    def epoch(self) -> int:
-        """The training sampler's epoch."""
-        return self.sampler.epoch
-
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         """(LR, slot maps, V(I_LR)[, HR]); a new epoch draws fresh simulated noise when
         configured."""
@@ -396,14 +388,6 @@ class FibreTrainingData:
             )
 
     # -- checkpoints ----------------------------------------------------------------------------
-
-    def split_names(self) -> dict[str, list[str]]:
-        """Names of the train/val/test sequences."""
-        return {
-            "train": list(self.train_data.names),
-            "val": list(self.val_data.names),
-            "test": list(self.test_data.names) if self.test_data is not None else [],
-        }
 
     def rank_state(self) -> dict:
         """This process's batch orders (training and target-domain patches)."""

@@ -13,7 +13,13 @@ from napari_pclesr.train.batches import PatchSampler
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
 
-__all__ = ["PairedTrainingData", "fit_normalisation", "load_training_data", "split_data"]
+__all__ = [
+    "PairedTrainingData",
+    "TrainingData",
+    "fit_normalisation",
+    "load_training_data",
+    "split_data",
+]
 
 
 def load_training_data(config: TrainConfig) -> PairedSequences:
@@ -87,8 +93,13 @@ def check_patch_size(size: int, parts: dict) -> None:
             )
 
 
-class PairedTrainingData:
-    """Normalised (LR, HR) patches: a seeded sampler for training, tensors for validation."""
+class TrainingData:
+    """What the training-data objects of the objectives share.
+
+    After ``prepare`` they have ``train_data``, ``val_data`` and ``test_data`` (collections),
+    ``normalisation``, ``n_train_patches``, ``n_val_patches`` and ``sampler``; ``wait`` sums the
+    seconds spent fetching batches.
+    """
 
     def __init__(self, config: TrainConfig, context, device: torch.device):
         self.config = config
@@ -100,6 +111,23 @@ class PairedTrainingData:
             "sigma_mult": config.sigma_mult,
             "sigma_add": config.sigma_add,
         }
+
+    @property
+    def epoch(self) -> int:
+        """The training sampler's epoch."""
+        return self.sampler.epoch
+
+    def split_names(self) -> dict[str, list[str]]:
+        """Names of the train/val/test sequences."""
+        return {
+            "train": list(self.train_data.names),
+            "val": list(self.val_data.names),
+            "test": list(self.test_data.names) if self.test_data is not None else [],
+        }
+
+
+class PairedTrainingData(TrainingData):
+    """Normalised (LR, HR) patches: a seeded sampler for training, tensors for validation."""
 
     def prepare(self, data, checkpoint: dict | None) -> Generator[TrainingPreparing, None, None]:
         """Load and split the data, fit the normalisation (or take the checkpoint's), cut."""
@@ -155,11 +183,6 @@ class PairedTrainingData:
 
     # -- batches --------------------------------------------------------------------------------
 
-    @property
-    def epoch(self) -> int:
-        """The sampler's epoch."""
-        return self.sampler.epoch
-
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (LR, HR) batch; a new epoch draws fresh simulated noise when configured."""
         start = time.perf_counter()
@@ -184,14 +207,6 @@ class PairedTrainingData:
             )
 
     # -- checkpoints ----------------------------------------------------------------------------
-
-    def split_names(self) -> dict[str, list[str]]:
-        """Names of the train/val/test sequences."""
-        return {
-            "train": list(self.train_data.names),
-            "val": list(self.val_data.names),
-            "test": list(self.test_data.names) if self.test_data is not None else [],
-        }
 
     def rank_state(self) -> dict:
         """This process's batch order."""

@@ -30,7 +30,9 @@ class CycleObjective(AdversarialTraining, Objective):
     The first ``pretrain_iterations`` use l_Vec and l_Reg alone.
 
     Validation, on the validation patches (held-out frames or recordings): l_Vec, l_Reg, the
-    mean GCF of the SR and LR patches and their difference ΔGCF, and with HR the mean SSIM.
+    mean GCF of the SR and LR patches and their difference ΔGCF, and with HR the mean SSIM;
+    as a reference, ``vec_identity``, the l_Vec of the input itself (what a network that
+    changes nothing scores).
     ``best.pt`` is chosen by 1 − SSIM when the data have HR (the direct measure of quality),
     otherwise by ``vec_weight·l_Vec + reg_weight·l_Reg``, the fidelity to the measured fibre
     signals. GCF never chooses: noise raises it (seed 001, §4.1).
@@ -43,7 +45,7 @@ class CycleObjective(AdversarialTraining, Objective):
     def __init__(self, config, context, device, amp_dtype):
         super().__init__(config, context, device, amp_dtype)
         self.data = FibreTrainingData(config, context, device)
-        self._lr_gcf: float | None = None
+        self._references: dict[str, float] | None = None
 
     @property
     def score_name(self) -> str:
@@ -102,10 +104,12 @@ class CycleObjective(AdversarialTraining, Objective):
     def validate(self) -> tuple[float, float, dict[str, float]]:
         from napari_pclesr.metrics import gcf
 
-        config = self.config
+        config, scale = self.config, self.config.scale
         self.generator.eval()
-        # vec numerator and real entries, reg, SSIM, GCF of SR and of LR, patches.
-        sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        references = self._references is None
+        # l_Vec numerator and real entries, l_Reg, SSIM, GCF of SR, patches; then the
+        # references (computed once): GCF of LR, l_Vec numerator of the input itself.
+        sums = torch.zeros(8, dtype=torch.float64, device=self.device)
         for lr_batch, slots, vectors, *hr in self.data.validation_batches(2 * config.batch_size):
             with self._autocast():
                 sr = self.generator(lr_batch).float()
@@ -117,23 +121,30 @@ class CycleObjective(AdversarialTraining, Objective):
             if hr:
                 sums[3] += losses.ssim(sr.clamp(0, 1), hr[0]).double().sum()
             sums[4] += float(np.sum(gcf(sr.clamp(0, 1)[:, 0].cpu().numpy())))
-            if self._lr_gcf is None:
-                sums[5] += float(np.sum(gcf(lr_batch[:, 0].clamp(0, 1).cpu().numpy())))
-            sums[6] += count
+            sums[5] += count
+            if references:
+                sums[6] += float(np.sum(gcf(lr_batch[:, 0].clamp(0, 1).cpu().numpy())))
+                identity = lr_batch.repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+                sums[7] += self._cycle_terms(identity, lr_batch, slots, vectors)[0]["vec"] * (
+                    real_entries
+                )
         self.context.all_reduce_sum(sums)
         self.generator.train()
-        if self._lr_gcf is None:
-            self._lr_gcf = float(sums[5] / sums[6])
+        if references:
+            self._references = {
+                "gcf_lr": float(sums[6] / sums[5]),
+                "vec_identity": float(sums[7] / sums[1].clamp_min(1)),
+            }
         scores = {
             "vec": float(sums[0] / sums[1].clamp_min(1)),
-            "reg": float(sums[2] / sums[6]),
-            "gcf": float(sums[4] / sums[6]),
-            "gcf_lr": self._lr_gcf,
+            "reg": float(sums[2] / sums[5]),
+            "gcf": float(sums[4] / sums[5]),
+            **self._references,
         }
         scores["delta_gcf"] = scores["gcf"] - scores["gcf_lr"]
         ssim = math.nan
         if self.data.has_hr:
-            ssim = scores["ssim"] = float(sums[3] / sums[6])
+            ssim = scores["ssim"] = float(sums[3] / sums[5])
             score = 1.0 - ssim
         else:
             score = config.vec_weight * scores["vec"] + config.reg_weight * scores["reg"]
