@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -175,6 +176,20 @@ def test_preparation_events_come_first_and_at_once(tmp_path):
     for stage in ("loading data", "fibre layout", "simulating LR", "fibre geometry"):
         assert stage in stages
     assert "target-domain patches" in stages and stages[-1] == "building the networks"
+
+
+def test_a_stop_during_set_up_ends_the_run_before_training(tmp_path):
+    stop = threading.Event()
+    config = tiny_config("cycle", out_dir=str(tmp_path / "run"))
+    seen = []
+    for event in iter_train(config, data=simulated_pairs(), stop_event=stop):
+        seen.append(event)
+        if isinstance(event, TrainingPreparing) and event.stage == "fibre layout":
+            stop.set()
+    assert all(isinstance(e, TrainingPreparing) for e in seen)
+    assert not (tmp_path / "run").exists()
+    stop.clear()
+    assert train(config, data=simulated_pairs(), callback=lambda e: False) is None
 
 
 def test_cycle_l_vec_falls_and_the_discriminator_learns_with_paired_targets():

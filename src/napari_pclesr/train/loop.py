@@ -95,6 +95,7 @@ def train(
     Returns
     -------
     TrainResult
+        None when a stop was requested before the set-up was done (nothing was trained).
 
     Notes
     -----
@@ -123,12 +124,17 @@ def iter_train(
 
     Suits a GUI worker thread: iterate it, show the events, and set ``stop_event`` to stop.
     The first event, :class:`TrainingPreparing`, comes at once, before any data are read.
-    Closing the generator early also writes ``last.pt`` (single-process runs).
+    Closing the generator early also writes ``last.pt`` (single-process runs). A stop
+    requested during set-up (single process) ends the run at the next preparation step: nothing
+    is trained or written, and the result is None.
     """
     yield TrainingPreparing("starting", 0, 0)
     run = _TrainingRun(config)
     try:
-        yield from run.set_up(model, data)
+        for event in run.set_up(model, data):
+            yield event
+            if stop_event is not None and stop_event.is_set() and not run.context.enabled:
+                return None
         yield from run.run(stop_event)
     finally:
         run.close()
