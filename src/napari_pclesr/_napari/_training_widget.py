@@ -216,7 +216,14 @@ class TrainingWidget(WorkerDock):
             self._status.value = "Stopping after the current iteration (writing last.pt)…"
 
     def _abandon(self) -> None:
-        self._stop_event.set()  # the run still writes last.pt
+        self._stop_event.set()  # the run writes last.pt at its next iteration...
+        # ...unless napari cancels the worker first (closing the viewer does), leaving the
+        # training generator suspended: close it once the thread is done with it, which also
+        # writes last.pt.
+        runs, worker = self._runs, self.worker
+        worker.finished.connect(lambda: _close_all(runs))
+        if not worker.is_running:
+            _close_all(runs)
 
     def config(self) -> TrainConfig:
         """The :class:`TrainConfig` the current settings describe (``ValueError`` if invalid)."""
@@ -390,8 +397,9 @@ class TrainingWidget(WorkerDock):
         self._last_ssim = None
         self._history.value = ""
         self._curve.value = ""
+        self._runs = []
         worker = thread_worker(_train_in_worker, ignore_errors=True)(
-            config, source, self._stop_event
+            config, source, self._stop_event, self._runs
         )
         self._connect(worker.yielded, self._on_event)
         self._connect(worker.returned, self._on_returned)
@@ -588,15 +596,27 @@ def _check_patch_fits(source: DataSource, config: TrainConfig) -> None:
             )
 
 
-def _train_in_worker(config: TrainConfig, source: DataSource, stop_event: threading.Event):
-    """Generator run by the worker: build the data, then yield the training events."""
+def _close_all(generators: list) -> None:
+    for generator in generators:
+        generator.close()
+
+
+def _train_in_worker(
+    config: TrainConfig, source: DataSource, stop_event: threading.Event, runs: list
+):
+    """Generator run by the worker: build the data, then yield the training events.
+
+    ``runs`` receives the training generator, so that an abandoned dock can close it.
+    """
     from napari_pclesr.train import iter_train
 
     data = _training_data(source, config)
     yield TrainingDataReady(_summary(source, data))
     if stop_event.is_set():
         return None
-    return (yield from iter_train(config, data=data, stop_event=stop_event))
+    events = iter_train(config, data=data, stop_event=stop_event)
+    runs.append(events)
+    return (yield from events)
 
 
 def _training_data(source: DataSource, config: TrainConfig):
