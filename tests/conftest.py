@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A test must never fail by chance: Hypothesis derives its examples from the test itself (the
+# same examples on every run and machine) instead of drawing new ones and remembering failures.
+settings.register_profile("deterministic", derandomize=True, database=None)
+settings.load_profile("deterministic")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +39,18 @@ def raw_bundle_frames(shared_dir):
             pytest.skip(f"{path} not found")
         frames.append(tifffile.imread(path))
     return tuple(frames)
+
+
+@pytest.fixture(autouse=True)
+def fixed_global_seeds():
+    """Seed the global random generators before every test, so that code drawing from them
+    (``torch.rand`` without a generator, weight initialisation) is the same whatever ran
+    before."""
+    random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 - the legacy global state is what is being fixed
+    torch = sys.modules.get("torch")
+    if torch is not None:  # not imported yet: still at its fixed default seed
+        torch.manual_seed(0)
 
 
 @pytest.fixture(autouse=True)

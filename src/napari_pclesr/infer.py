@@ -30,12 +30,7 @@ import numpy as np
 import torch
 
 from napari_pclesr._validation import as_grey_float
-from napari_pclesr.data.patches import (
-    Normalisation,
-    denormalise_frames,
-    fov_from_frames,
-    normalise_frames,
-)
+from napari_pclesr.data.patches import Normalisation, fov_from_frames
 from napari_pclesr.devices import autocast_dtype, select_device
 
 __all__ = ["resolve_model", "super_resolve"]
@@ -127,9 +122,7 @@ def super_resolve(
         )
     device = select_device(device)
     model, normalisation = resolve_model(checkpoint_or_model, device, scale=scale)
-    normalised, low, high = normalise_frames(
-        stack, normalisation.lr_mean, normalisation.lr_std, mask
-    )
+    normalised, low, high = normalisation.normalise(stack, mask)
     precision = _precision(half, device)
     was_training = model.training
     model.eval()
@@ -138,9 +131,7 @@ def super_resolve(
         output = _predict_with_retries(runner, normalised, tile, overlap, batch_size)
     finally:
         model.train(was_training)
-    restored = denormalise_frames(
-        output, normalisation.lr_mean, normalisation.lr_std, low, high, mask
-    )
+    restored = normalisation.denormalise(output, low, high, mask)
     return restored[0] if array.ndim == 2 else restored
 
 
@@ -165,7 +156,7 @@ def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]
     from napari_pclesr.train.checkpoint import load_model
 
     if isinstance(source, torch.nn.Module):
-        return source.to(device), Normalisation.identity()
+        return source.to(device), Normalisation()
     if isinstance(source, dict):
         return load_model(source, device)
     if isinstance(source, str | os.PathLike):
@@ -179,7 +170,7 @@ def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]
         name = str(source)
         if name in baselines.available():
             baseline = baselines.create(name, scale=1 if scale is None else scale)
-            return baseline.to(device), Normalisation.identity()
+            return baseline.to(device), Normalisation()
         raise ValueError(
             f"{name!r} is neither a checkpoint file nor a baseline; baselines are "
             f"{', '.join(baselines.available())}."

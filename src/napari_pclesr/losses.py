@@ -7,8 +7,13 @@
     loss = losses.create("ssim+l1", alpha=0.84)
     value = loss(prediction, target)  # (B, 1, H, W) tensors -> a scalar tensor
 
-Every loss is a ``torch.nn.Module`` called as ``loss(prediction, target)`` on (B, C, H, W)
-tensors of the same shape, and returns a scalar tensor to minimise.
+Every loss is a ``torch.nn.Module`` called as ``loss(prediction, target, mask=None)`` on
+(B, C, H, W) tensors of the same shape, and returns a scalar tensor to minimise. A ``mask``
+(B, 1 or C, H, W) restricts every term to the pixels where it is nonzero, e.g. the field of
+view of a patch cut at the rim of the circular pCLE image: the error at a pixel outside does
+not count (SSIM is still computed over an 11 × 11 window, so it sees up to 5 pixels beyond the
+mask; the pipeline fills those with the nearest field-of-view values, see
+:mod:`napari_pclesr.data.patches`).
 
 SSIM here is exactly the definition of :mod:`napari_pclesr.metrics` (Wang et al. 2004, as
 ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
@@ -94,7 +99,12 @@ def _working_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
-def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+def ssim(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Differentiable mean SSIM of each image of a batch.
 
     Parameters
@@ -103,6 +113,9 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
         (B, C, H, W) tensors of the same shape, H and W at least 11.
     data_range : float
         The range of the values (1 for frames in [0, 1]).
+    mask : torch.Tensor, optional
+        (B, 1 or C, H, W), nonzero where a pixel counts (e.g. inside the field of view): the
+        mean runs over the SSIM map's pixels inside it. An image with no such pixel scores 0.
 
     Returns
     -------
@@ -114,6 +127,16 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
     ValueError
         For tensors that are not 4-D, differ in shape, or are smaller than the 11×11 window.
     """
+    ssim_map, weights = _ssim_map(prediction, target, data_range, mask)
+    batch = prediction.shape[0]
+    if weights is None:
+        return ssim_map.reshape(batch, -1).mean(dim=1)
+    total = (ssim_map * weights).reshape(batch, -1).sum(dim=1)
+    return total / weights.reshape(batch, -1).sum(dim=1).clamp(min=1.0)
+
+
+def _ssim_map(prediction, target, data_range, mask):
+    """The SSIM map of the 'valid' region, (B·C, H − 10, W − 10), and the mask cropped to it."""
     _check_pair(prediction, target)
     dtype = _working_dtype(prediction)
     kernel = gaussian_kernel1d(SSIM_SIGMA, SSIM_TRUNCATE, dtype=dtype, device=prediction.device)
@@ -137,34 +160,68 @@ def ssim(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
         ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
             (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
         )
-    return ssim_map.reshape(batch, -1).mean(dim=1)
+    if mask is None:
+        return ssim_map, None
+    radius = size // 2
+    weights = _mask_like(mask, prediction)[..., radius:-radius, radius:-radius]
+    return ssim_map, weights.reshape(ssim_map.shape).to(ssim_map.dtype)
+
+
+def _mask_like(mask: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+    """The mask as float weights of the prediction's shape (channels broadcast)."""
+    if (
+        mask.ndim != 4
+        or mask.shape[0] != prediction.shape[0]
+        or mask.shape[-2:] != (prediction.shape[-2:])
+    ):
+        raise ValueError(
+            f"mask must be (B, 1 or C, H, W) matching the prediction {tuple(prediction.shape)}, "
+            f"got {tuple(mask.shape)}."
+        )
+    return mask.to(_working_dtype(prediction)).expand_as(prediction)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the pixels where ``mask`` is nonzero (all pixels without one)."""
+    if mask is None:
+        return values.mean()
+    weights = _mask_like(mask, values)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _pooled_ssim(prediction, target, data_range, mask) -> torch.Tensor:
+    """Mean of the SSIM map over every counted pixel of the batch."""
+    ssim_map, weights = _ssim_map(prediction, target, data_range, mask)
+    if weights is None:
+        return ssim_map.mean()
+    return (ssim_map * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 class L1Loss(nn.Module):
-    """Mean absolute error."""
+    """Mean absolute error (over the pixels inside ``mask`` when one is given)."""
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask=None) -> torch.Tensor:
         _check_pair(prediction, target)
-        return F.l1_loss(prediction, target)
+        return _masked_mean((prediction - target).abs(), mask)
 
 
 class MSELoss(nn.Module):
-    """Mean squared error."""
+    """Mean squared error (over the pixels inside ``mask`` when one is given)."""
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask=None) -> torch.Tensor:
         _check_pair(prediction, target)
-        return F.mse_loss(prediction, target)
+        return _masked_mean((prediction - target).square(), mask)
 
 
 class SSIMLoss(nn.Module):
-    """1 − SSIM, averaged over the batch (see :func:`ssim`)."""
+    """1 − SSIM: the SSIM map averaged over the batch (and over ``mask``; see :func:`ssim`)."""
 
     def __init__(self, data_range: float = 1.0):
         super().__init__()
         self.data_range = _check_data_range(data_range)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return 1.0 - ssim(prediction, target, self.data_range).mean()
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask=None) -> torch.Tensor:
+        return 1.0 - _pooled_ssim(prediction, target, self.data_range, mask)
 
 
 class SSIML1Loss(nn.Module):
@@ -196,8 +253,8 @@ class SSIML1Loss(nn.Module):
         self.l1 = l1
         self.data_range = _check_data_range(data_range)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ssim_term = 1.0 - ssim(prediction, target, self.data_range).mean()
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask=None) -> torch.Tensor:
+        ssim_term = 1.0 - _pooled_ssim(prediction, target, self.data_range, mask)
         error = (prediction - target).abs()
         if self.l1 == "gaussian":
             dtype = _working_dtype(prediction)
@@ -205,8 +262,11 @@ class SSIML1Loss(nn.Module):
             batch, channels, height, width = error.shape
             error = _window_filter(
                 error.to(dtype).reshape(batch * channels, 1, height, width), kernel
-            )
-        return self.alpha * ssim_term + (1.0 - self.alpha) * error.mean()
+            ).reshape(batch, channels, height - kernel.numel() + 1, width - kernel.numel() + 1)
+            if mask is not None:
+                radius = kernel.numel() // 2
+                mask = mask[..., radius:-radius, radius:-radius]
+        return self.alpha * ssim_term + (1.0 - self.alpha) * _masked_mean(error, mask)
 
 
 def _check_data_range(data_range) -> float:

@@ -216,14 +216,7 @@ class TrainingWidget(WorkerDock):
             self._status.value = "Stopping after the current iteration (writing last.pt)…"
 
     def _abandon(self) -> None:
-        self._stop_event.set()  # the run writes last.pt at its next iteration...
-        # ...unless napari cancels the worker first (closing the viewer does), leaving the
-        # training generator suspended: close it once the thread is done with it, which also
-        # writes last.pt.
-        runs, worker = self._runs, self.worker
-        worker.finished.connect(lambda: _close_all(runs))
-        if not worker.is_running:
-            _close_all(runs)
+        self._stop_event.set()  # the run still writes last.pt
 
     def config(self) -> TrainConfig:
         """The :class:`TrainConfig` the current settings describe (``ValueError`` if invalid)."""
@@ -397,10 +390,17 @@ class TrainingWidget(WorkerDock):
         self._last_ssim = None
         self._history.value = ""
         self._curve.value = ""
-        self._runs = []
-        worker = thread_worker(_train_in_worker, ignore_errors=True)(
-            config, source, self._stop_event, self._runs
-        )
+        from qtpy.QtCore import Qt
+
+        run = _train_in_worker(config, source, self._stop_event)
+
+        def drive():
+            return (yield from run)
+
+        worker = thread_worker(drive, ignore_errors=True)()
+        # napari quits every worker when it closes, and superqt then stops iterating without
+        # closing the generator: close the run in the worker thread, so it writes last.pt now.
+        worker.aborted.connect(run.close, Qt.ConnectionType.DirectConnection)
         self._connect(worker.yielded, self._on_event)
         self._connect(worker.returned, self._on_returned)
         self._connect(worker.errored, self._on_error)
@@ -596,27 +596,15 @@ def _check_patch_fits(source: DataSource, config: TrainConfig) -> None:
             )
 
 
-def _close_all(generators: list) -> None:
-    for generator in generators:
-        generator.close()
-
-
-def _train_in_worker(
-    config: TrainConfig, source: DataSource, stop_event: threading.Event, runs: list
-):
-    """Generator run by the worker: build the data, then yield the training events.
-
-    ``runs`` receives the training generator, so that an abandoned dock can close it.
-    """
+def _train_in_worker(config: TrainConfig, source: DataSource, stop_event: threading.Event):
+    """Generator run by the worker: build the data, then yield the training events."""
     from napari_pclesr.train import iter_train
 
     data = _training_data(source, config)
     yield TrainingDataReady(_summary(source, data))
     if stop_event.is_set():
         return None
-    events = iter_train(config, data=data, stop_event=stop_event)
-    runs.append(events)
-    return (yield from events)
+    return (yield from iter_train(config, data=data, stop_event=stop_event))
 
 
 def _training_data(source: DataSource, config: TrainConfig):

@@ -23,9 +23,10 @@ def register(subparsers) -> None:
             "lr/ the LR is simulated). --objective adversarial trains SRGAN (content loss plus "
             "an adversarial term); --objective cycle trains seed 001's unsupervised GAN, which "
             "needs no HR: give real recordings with --lr-data and their fibre layout with "
-            "--layout (auto by default). Writes OUT/best.pt and OUT/last.pt. Ctrl-C stops "
-            "after the current iteration and saves last.pt; --resume OUT/last.pt continues. "
-            "Under torchrun it trains with DistributedDataParallel."
+            "--layout (auto by default). Writes OUT/best.pt and OUT/last.pt; a folder that "
+            "holds another run is refused unless --overwrite is given. Ctrl-C or SIGTERM stops "
+            "after the current iteration, saves last.pt and exits with status 3; --resume "
+            "OUT/last.pt continues. Under torchrun it trains with DistributedDataParallel."
         ),
     )
     parser.add_argument(
@@ -54,6 +55,11 @@ def register(subparsers) -> None:
     parser.add_argument("--iters", type=int, default=1000, help="total iterations (default 1000)")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its best.pt and last.pt are removed)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=54, help="patches per step (54)")
     parser.add_argument("--patch-size", type=int, default=64, help="LR patch side (64)")
@@ -131,6 +137,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_pclesr.cli._common import EXIT_OK, EXIT_STOPPED, refuse_overwriting_inputs
     from napari_pclesr.train import TrainConfig, iter_train
     from napari_pclesr.train.events import (
         CheckpointSaved,
@@ -158,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         out_dir=str(args.out),
         resume=None if args.resume is None else str(args.resume),
+        overwrite=args.overwrite,
         patch_size=args.patch_size,
         augment_flips=not args.no_augment,
         augment_rot90=not args.no_augment,
@@ -184,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
         frame_step=args.frame_step,
         target_domain=args.target_domain,
         target_data=args.target_data,
+    )
+    data_folders = [] if args.data == "sample" else [Path(args.data) / "hr", Path(args.data) / "lr"]
+    refuse_overwriting_inputs(
+        [args.out / "best.pt", args.out / "last.pt"], [args.layout, *data_folders]
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
     bar = ProgressBar(sys.stderr, enabled=main_process)
@@ -234,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             f"{result.last_checkpoint}",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_STOPPED if result is not None and result.stopped_by_request else EXIT_OK
 
 
 def parse_hparams(items: list[str], option: str = "--hparam") -> dict:
@@ -313,26 +325,29 @@ def format_seconds(seconds: float) -> str:
 
 
 class _stop_on_interrupt:
-    """First Ctrl-C: stop after this iteration (saving last.pt); a second one aborts."""
+    """First Ctrl-C or SIGTERM: stop after this iteration (saving last.pt); a second aborts."""
+
+    signals = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, stop: threading.Event, bar: ProgressBar):
         self.stop, self.bar = stop, bar
-        self.previous = None
+        self.previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {number: signal.signal(number, self._handle) for number in self.signals}
         return self
 
     def _handle(self, signum, frame):
         if self.stop.is_set():
             raise KeyboardInterrupt
         self.stop.set()
-        self.bar.message("stopping after this iteration (Ctrl-C again to abort)...")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.bar.message(f"{name}: stopping after this iteration (Ctrl-C again to abort)...")
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
         if self.bar.enabled and self.bar._line:
             self.bar.stream.write("\n")
         return False

@@ -6,12 +6,16 @@ already):
 
 - :func:`natural_patches`: grey natural images, scikit-image's bundled ones
   (:data:`~napari_pclesr.data.natural.NATURAL_IMAGES`, nothing is downloaded) or the images of
-  a folder; each image is min-max scaled to [0, 1].
+  a folder.
 - :func:`unpaired_patches`: HR-hat of other sequences, the TIFF stacks of a folder (or of its
-  ``hr/`` sub-folder, as ``pclesr mosaic`` writes); each frame is min-max scaled to [0, 1] over
-  its field of view (its nonzero pixels).
+  ``hr/`` sub-folder, as ``pclesr mosaic`` writes); the field of view of a stack is its pixels
+  that are nonzero in some frame.
 - :func:`rescaled_patches`: the LR frames themselves, downscaled ×4 by block means, so that
   details that recur at a larger scale appear at the fibre scale.
+
+Every image or frame is mapped to the network's units as the training LR frames are
+(:class:`~napari_pclesr.data.patches.Normalisation`: its 1st and 99th percentiles inside its
+field of view to 0 and 1), so that real and generated patches share one intensity scale.
 
 All cut non-overlapping patches on a centred grid (:func:`~napari_pclesr.data.patches
 .patch_corners`) and keep only those inside the field of view, as the training patches are.
@@ -24,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_pclesr.data.patches import (
+    Normalisation,
     extract_patches,
     fov_from_frames,
-    normalise_frames,
     patch_corners,
 )
 
@@ -39,7 +43,7 @@ RESCALE_FACTOR = 4
 
 
 def natural_patches(size: int, folder=None) -> np.ndarray:
-    """Grey natural-image patches in [0, 1], (n, size, size) float32.
+    """Grey natural-image patches, (n, size, size) float32.
 
     Parameters
     ----------
@@ -66,18 +70,17 @@ def natural_patches(size: int, folder=None) -> np.ndarray:
     for image in images:
         if min(image.shape) < size:
             continue
-        low, high = float(image.min()), float(image.max())
-        scaled = (image - low) / (high - low) if high > low else np.zeros_like(image)
+        scaled, _, _ = Normalisation().normalise(image)
         full = np.ones(image.shape, dtype=bool)
         chunks.append(extract_patches(scaled[None], patch_corners(full, size), size))
     return _concatenate(chunks, size, source)
 
 
 def unpaired_patches(size: int, folder) -> np.ndarray:
-    """HR-hat patches of the TIFF stacks in ``folder`` (or ``folder/hr``), in [0, 1].
+    """HR-hat patches of the TIFF stacks in ``folder`` (or ``folder/hr``).
 
-    Each frame is min-max scaled over its field of view (the pixels nonzero in some frame of
-    its stack); patches lie entirely inside it.
+    Patches lie entirely inside the field of view (the pixels nonzero in some frame of the
+    stack).
 
     Raises
     ------
@@ -98,18 +101,18 @@ def unpaired_patches(size: int, folder) -> np.ndarray:
         mask = fov_from_frames(stack)
         if min(mask.shape) < size:
             continue
-        scaled, _, _ = normalise_frames(stack, 0.0, 1.0, mask)
+        scaled, _, _ = Normalisation().normalise(stack, mask)
         chunks.append(extract_patches(scaled, patch_corners(mask, size), size))
     return _concatenate(chunks, size, str(folder))
 
 
 def rescaled_patches(frames: list, masks: list, size: int) -> np.ndarray:
-    """Patches of normalised LR frames downscaled ×4 (4 × 4 block means), in [0, 1].
+    """Patches of normalised LR frames downscaled ×4 (4 × 4 block means).
 
     Parameters
     ----------
     frames : list of arrays (T, H, W)
-        Normalised LR stacks (in [0, 1], 0 outside the FoV).
+        Normalised LR stacks.
     masks : list of bool arrays (H, W)
         Their fields of view; a downscaled pixel is inside when its whole block is.
     size : int
@@ -132,7 +135,7 @@ def rescaled_patches(frames: list, masks: list, size: int) -> np.ndarray:
         )
         if not inside.any():
             continue
-        scaled, _, _ = normalise_frames(small, 0.0, 1.0, inside)
+        scaled, _, _ = Normalisation().normalise(small, inside)
         chunks.append(extract_patches(scaled, patch_corners(inside, size), size))
     return _concatenate(chunks, size, f"the LR frames downscaled x{factor}")
 

@@ -25,7 +25,7 @@ from napari_pclesr.train.events import (
     TrainResult,
     ValidationDone,
 )
-from napari_pclesr.train.loop import iter_train, load_training_data, train
+from napari_pclesr.train.loop import TrainingDivergedError, iter_train, load_training_data, train
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,6 +37,7 @@ __all__ = [
     "IterationDone",
     "TrainConfig",
     "TrainResult",
+    "TrainingDivergedError",
     "TrainingEvent",
     "TrainingFinished",
     "TrainingHistory",

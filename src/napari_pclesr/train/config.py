@@ -82,10 +82,15 @@ class TrainConfig:
         Automatic mixed precision; used on CUDA only (bfloat16 where supported, else float16
         with a gradient scaler).
     out_dir : str or None
-        Folder of ``best.pt`` and ``last.pt``; ``None`` writes nothing.
+        Folder of ``best.pt`` and ``last.pt``; ``None`` writes nothing. A folder that holds
+        another run is refused (``FileExistsError``) unless ``resume`` continues the run in it
+        or ``overwrite`` is set.
     resume : str or None
         Checkpoint to continue from (iteration count, weights, optimiser, schedule, scaler,
         random states and batch order).
+    overwrite : bool
+        Replace the run in ``out_dir``: its ``best.pt`` and ``last.pt`` are removed once the new
+        run is set up.
     patch_size : int
         Side of the LR patches (the HR patches are ``scale`` times larger); at least 11, the
         size of the SSIM window.
@@ -177,6 +182,7 @@ class TrainConfig:
     amp: bool = True
     out_dir: str | None = None
     resume: str | None = None
+    overwrite: bool = False
     patch_size: int = 64
     augment_flips: bool = True
     augment_rot90: bool = True
@@ -289,8 +295,9 @@ class TrainConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; use None, 'cosine' or 'step'.")
-        if not isinstance(self.amp, bool):
-            raise ValueError(f"amp must be True or False, got {self.amp!r}.")
+        for name in ("amp", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         # split_sequences checks the fractions fully; fail here already for obvious mistakes.
         if (
             len(self.split) != 3

@@ -35,7 +35,6 @@ from napari_pclesr.data.patches import (
     Normalisation,
     PairedSequences,
     extract_patches,
-    normalise_frames,
     patch_corners,
     upscale_mask,
 )
@@ -45,12 +44,7 @@ from napari_pclesr.fibre import FibreLayout
 from napari_pclesr.train.batches import TensorBatches
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
-from napari_pclesr.train.paired_data import (
-    TrainingData,
-    check_patch_size,
-    fit_normalisation,
-    split_data,
-)
+from napari_pclesr.train.paired_data import TrainingData, check_patch_size, split_data
 
 __all__ = ["FibreTrainingData", "layout_on_grid", "load_cycle_data"]
 
@@ -142,7 +136,7 @@ class FibreTrainingData(TrainingData):
         if checkpoint is not None:
             self.normalisation = Normalisation.from_dict(checkpoint["normalisation"])
         else:
-            self.normalisation = yield from fit_normalisation(self.train_data, self.lr_options)
+            self.normalisation = Normalisation()
         masks = [
             part.fov_mask(i) for part in (self.train_data, self.val_data) for i in range(len(part))
         ]
@@ -284,11 +278,13 @@ class FibreTrainingData(TrainingData):
     def _patches(self, collection, layouts, epoch: int, part: str, keep: list | None = None):
         """(LR, slot maps, V(I_LR)[, HR]) tensors of a collection, one sequence at a time;
         ``keep`` collects each sequence's (normalised frames, FoV)."""
+        stage = f"{'simulating LR and ' if collection.simulated else ''}reading fibre signals"
+        stage = f"{stage} ({part})"
         chunks = []
         for index, layout in enumerate(layouts):
-            yield TrainingPreparing(f"reading fibre signals ({part})", index, len(layouts))
+            yield TrainingPreparing(stage, index, len(layouts))
             chunks.append(self._sequence_patches(collection, index, layout, epoch, keep))
-        yield TrainingPreparing(f"reading fibre signals ({part})", len(layouts), len(layouts))
+        yield TrainingPreparing(stage, len(layouts), len(layouts))
         tensors = [torch.from_numpy(np.concatenate(column)) for column in zip(*chunks, strict=True)]
         tensors[0] = tensors[0][:, None]
         if len(tensors) == 4:
@@ -301,11 +297,8 @@ class FibreTrainingData(TrainingData):
         scale, size = self.config.scale, self.config.patch_size
         mask = collection.fov_mask(index)
         geometry = self._geometry(layout, mask)
-        normalised, _, _ = normalise_frames(
-            collection.lr(index, epoch=epoch, **self.lr_options),
-            self.normalisation.lr_mean,
-            self.normalisation.lr_std,
-            mask,
+        normalised, low, high = self.normalisation.normalise(
+            collection.lr(index, epoch=epoch, **self.lr_options), mask
         )
         values = geometry.reader.read(normalised)
         corners = patch_corners(mask, size)
@@ -327,11 +320,10 @@ class FibreTrainingData(TrainingData):
         ]
         hr = collection.hr(index)
         if hr is not None:
-            hr_normalised, _, _ = normalise_frames(
-                hr,
-                self.normalisation.hr_mean,
-                self.normalisation.hr_std,
-                upscale_mask(mask, scale),
+            if self.normalisation.target_range == "own":
+                low = high = None
+            hr_normalised, _, _ = self.normalisation.normalise(
+                hr, upscale_mask(mask, scale), low, high
             )
             arrays.append(extract_patches(hr_normalised, corners * scale, scale * size))
         if keep is not None:

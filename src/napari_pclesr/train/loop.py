@@ -13,6 +13,8 @@ writes files.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import sys
 import threading
@@ -26,7 +28,12 @@ import torch
 
 from napari_pclesr.devices import autocast_dtype
 from napari_pclesr.train import distributed
-from napari_pclesr.train.checkpoint import load_checkpoint, save_checkpoint
+from napari_pclesr.train.checkpoint import (
+    check_run_folder,
+    load_checkpoint,
+    non_finite_weight,
+    save_checkpoint,
+)
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import (
     CheckpointSaved,
@@ -42,7 +49,7 @@ from napari_pclesr.train.events import (
 from napari_pclesr.train.objectives import create_objective
 from napari_pclesr.train.paired_data import load_training_data
 
-__all__ = ["iter_train", "load_training_data", "train"]
+__all__ = ["TrainingDivergedError", "iter_train", "load_training_data", "train"]
 
 # The settings that must not change when a run is resumed (they define the networks and data).
 _FIXED_ON_RESUME = (
@@ -62,6 +69,20 @@ _FIXED_ON_RESUME = (
     "target_domain",
     "target_data",
 )
+
+
+class TrainingDivergedError(ValueError):
+    """The training loss or the weights became NaN or infinite; nothing after that was saved.
+
+    Attributes
+    ----------
+    iteration : int
+        The first iteration known to be non-finite.
+    """
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 def train(
@@ -152,7 +173,14 @@ class _TrainingRun:
     # -- set-up ---------------------------------------------------------------------------------
 
     def set_up(self, model, data) -> Generator[TrainingPreparing, None, None]:
+        from napari_pclesr.train.memory import check_batch_fits
+
         config = self.config
+        # The cheap checks first: a refused run must not wait for the data.
+        replaced = check_run_folder(
+            config.out_dir, resume=config.resume, overwrite=config.overwrite
+        )
+        check_batch_fits(config, self.device, model)
         self.checkpoint_in = load_checkpoint(config.resume) if config.resume else None
         if self.checkpoint_in is not None:
             _check_resumable(config, self.checkpoint_in)
@@ -180,6 +208,9 @@ class _TrainingRun:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.checkpoint_in is not None:
             self._restore(self.checkpoint_in)
+        if self.context.is_main:
+            for path in replaced:  # the new run is ready: no file of the old one may remain
+                path.unlink(missing_ok=True)
         yield TrainingPreparing("building the networks", 1, 1)
 
     def _restore(self, checkpoint: dict) -> None:
@@ -244,6 +275,8 @@ class _TrainingRun:
                 last = self.iteration == config.iterations
                 if report_due or validation_due or last:
                     means, wait, step = window.flush(context)
+                    if not all(math.isfinite(value) for value in means.values()):
+                        raise self._diverged(window.first_non_finite(self.iteration), "loss")
                     total_wait += wait
                     total_step += step
                     loss = means.get(objective.primary, float("nan"))
@@ -274,9 +307,11 @@ class _TrainingRun:
                         yield from self._save("last")
                     break
         except GeneratorExit:
-            # The consumer closed the generator (e.g. a GUI worker quit): keep a usable file.
+            # The consumer closed the generator (e.g. a GUI worker quit): keep a usable file
+            # (unless the weights are no longer finite: then the earlier file is kept).
             if not context.enabled and self.iteration > start_iteration:
-                self._write("last")
+                with contextlib.suppress(TrainingDivergedError):
+                    self._write("last")
             raise
         self.model.eval()
         self.result = TrainResult(
@@ -301,6 +336,8 @@ class _TrainingRun:
 
     def _validate_and_save(self) -> Generator[TrainingEvent, None, None]:
         val_loss, val_ssim, scores = self.objective.validate()
+        if not math.isfinite(val_loss):
+            raise self._diverged(self.iteration, "validation loss")
         is_best = self.best_val_loss is None or val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss, self.best_iteration = val_loss, self.iteration
@@ -328,6 +365,9 @@ class _TrainingRun:
             yield CheckpointSaved(path=path, kind=kind, iteration=self.iteration)
 
     def _write(self, kind: str) -> Path | None:
+        # Every process holds the same weights, so all raise together.
+        if non_finite_weight(dict(self.model.named_parameters())) is not None:
+            raise self._diverged(self.iteration, "weights")
         rank_states = self.context.gather_objects(
             {**self.objective.rank_state(), "rng": _get_rng_state()}
         )
@@ -363,6 +403,21 @@ class _TrainingRun:
             },
         }
 
+    def _diverged(self, iteration: int, what: str) -> TrainingDivergedError:
+        saved = [path for path in (self.best_path, self.last_path) if path is not None]
+        kept = (
+            f"{' and '.join(str(path) for path in saved)} keep the last finite weights"
+            if saved
+            else "no checkpoint had been written yet"
+        )
+        lower = self.config.lr / 10
+        return TrainingDivergedError(
+            f"training diverged: the {what} became NaN or infinite at iteration {iteration} "
+            f"(learning rate {self.config.lr:g}); training stopped and {kept}. Train again "
+            f"with a lower learning rate (e.g. --lr {lower:g}, TrainConfig(lr={lower:g})).",
+            iteration,
+        )
+
     def close(self) -> None:
         distributed.teardown(self.context)
 
@@ -370,17 +425,20 @@ class _TrainingRun:
 class _Window:
     """Sums of the logged terms and times since the last report (the sums stay on the device).
 
-    Each term is averaged over the iterations that computed it.
+    Each term is averaged over the iterations that computed it. The sum of each iteration's
+    terms is kept for :meth:`first_non_finite`.
     """
 
     def __init__(self, device: torch.device, terms: tuple[str, ...]):
         self.device = device
         self.terms = terms
+        self._flushed: list[torch.Tensor] = []
         self._reset()
 
     def _reset(self) -> None:
         # Row 0: sums, row 1: counts, per term in the objective's fixed order.
         self.sums = torch.zeros((2, len(self.terms)), dtype=torch.float64, device=self.device)
+        self.totals: list[torch.Tensor] = []  # per iteration: the sum of its terms
         self.wait = 0.0
         self.restart_clock()
 
@@ -392,6 +450,7 @@ class _Window:
             if name in terms:
                 self.sums[0, index] += terms[name].double()
                 self.sums[1, index] += 1
+        self.totals.append(torch.stack([value.double() for value in terms.values()]).sum())
         self.wait += wait
 
     def flush(self, context) -> tuple[dict[str, float], float, float]:
@@ -405,8 +464,16 @@ class _Window:
         }
         elapsed = time.perf_counter() - self.start
         wait = self.wait
+        self._flushed = self.totals
         self._reset()
         return means, wait, elapsed
+
+    def first_non_finite(self, last_iteration: int) -> int:
+        """The iteration of the first non-finite term of the flushed window (on this process;
+        its last iteration when only another process saw one)."""
+        finite = torch.isfinite(torch.stack(self._flushed)).cpu().tolist()
+        first = finite.index(False) if False in finite else len(finite) - 1
+        return last_iteration - len(finite) + 1 + first
 
 
 # -- helpers ------------------------------------------------------------------------------------

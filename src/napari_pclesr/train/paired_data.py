@@ -13,13 +13,7 @@ from napari_pclesr.train.batches import PatchSampler
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
 
-__all__ = [
-    "PairedTrainingData",
-    "TrainingData",
-    "fit_normalisation",
-    "load_training_data",
-    "split_data",
-]
+__all__ = ["PairedTrainingData", "TrainingData", "load_training_data", "split_data"]
 
 
 def load_training_data(config: TrainConfig) -> PairedSequences:
@@ -57,22 +51,6 @@ def split_data(data, config: TrainConfig, kinds: tuple[type, ...] = (PairedSeque
             "fraction in config.split."
         )
     return train_data, val_data, test_data
-
-
-def fit_normalisation(collection, lr_options: dict) -> Generator[TrainingPreparing, None, object]:
-    """Training-set statistics (:meth:`PairedSequences.fit_normalisation`), one sequence at a
-    time with a progress event each; returns the :class:`Normalisation`. Collections without
-    HR use the LR statistics for both."""
-    count = len(collection)
-    stage = "simulating LR" if collection.simulated else "reading LR"
-    lr = []
-    for index in range(count):
-        yield TrainingPreparing(stage, index, count)
-        lr.append(collection.lr(index, **lr_options))
-    yield TrainingPreparing(stage, count, count)
-    hr = [collection.hr(index) for index in range(count)]
-    masks = [collection.fov_mask(index) for index in range(count)]
-    return Normalisation.fit(lr if hr[0] is None else hr, lr, masks)
 
 
 def check_patch_size(size: int, parts: dict) -> None:
@@ -143,15 +121,14 @@ class PairedTrainingData(TrainingData):
         if checkpoint is not None:
             self.normalisation = Normalisation.from_dict(checkpoint["normalisation"])
         else:
-            self.normalisation = yield from fit_normalisation(self.train_data, self.lr_options)
+            self.normalisation = Normalisation()
         epoch = 0
         if checkpoint is not None and config.fresh_noise_per_epoch:
             epoch = max(0, int(checkpoint["resume"]["epoch"]))
-        lr = yield from self._lr_patches(self.train_data, epoch, "cutting training patches")
-        hr = self.train_data.hr_patches(self.normalisation, config.patch_size)
+        lr, hr = yield from self._patches(self.train_data, epoch, "training")
         self.sampler = PatchSampler(
             lr,
-            torch.from_numpy(hr)[:, None],
+            hr,
             config.batch_size,
             self.device,
             seed=config.seed,
@@ -162,24 +139,29 @@ class PairedTrainingData(TrainingData):
         )
         self.n_train_patches = len(lr)
         rank, world = self.context.rank, self.context.world_size
-        val_lr = yield from self._lr_patches(self.val_data, 0, "cutting validation patches")
-        val_hr = self.val_data.hr_patches(self.normalisation, config.patch_size)
+        val_lr, val_hr = yield from self._patches(self.val_data, 0, "validation")
         self.n_val_patches = len(val_lr)
         self.val_lr = val_lr[rank::world]
-        self.val_hr = torch.from_numpy(val_hr[rank::world])[:, None]
+        self.val_hr = val_hr[rank::world]
 
-    def _lr_patches(self, collection, epoch: int, stage: str):
-        """Normalised LR patches (N, 1, p, p) of a collection, one sequence at a time."""
+    def _patches(self, collection, epoch: int, part: str):
+        """Normalised (LR, HR) patches (N, 1, p, p), (N, 1, s·p, s·p) of a collection, one
+        sequence at a time (simulating its LR when it has none), with a progress event each."""
+        stage = f"{'simulating LR and ' if collection.simulated else ''}cutting {part} patches"
         chunks = []
         for index in range(len(collection)):
             yield TrainingPreparing(stage, index, len(collection))
-            chunks.append(
-                collection.subset([index]).lr_patches(
-                    self.normalisation, self.config.patch_size, epoch=epoch, **self.lr_options
-                )
-            )
+            chunks.append(self._sequence_patches(collection.subset([index]), epoch))
         yield TrainingPreparing(stage, len(collection), len(collection))
-        return torch.from_numpy(np.concatenate(chunks))[:, None]
+        return tuple(
+            torch.from_numpy(np.concatenate(c))[:, None] for c in zip(*chunks, strict=True)
+        )
+
+    def _sequence_patches(self, collection, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        lr, hr, _ = collection.patches(
+            self.normalisation, self.config.patch_size, epoch=epoch, **self.lr_options
+        )
+        return lr, hr
 
     # -- batches --------------------------------------------------------------------------------
 
@@ -189,10 +171,11 @@ class PairedTrainingData(TrainingData):
         if self.sampler.epoch_done:
             next_epoch = self.sampler.epoch + 1
             if self.config.fresh_noise_per_epoch and self.train_data.simulated and next_epoch > 0:
-                patches = self.train_data.lr_patches(
-                    self.normalisation, self.config.patch_size, epoch=next_epoch, **self.lr_options
+                # The HR targets follow the map of their (new) LR frames, so both change.
+                lr, hr = self._sequence_patches(self.train_data, next_epoch)
+                self.sampler.set_patches(
+                    torch.from_numpy(lr)[:, None], torch.from_numpy(hr)[:, None]
                 )
-                self.sampler.set_patches(torch.from_numpy(patches)[:, None])
             self.sampler.start_epoch()
         batch = self.sampler.next_batch()
         self.wait += time.perf_counter() - start
