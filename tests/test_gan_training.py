@@ -321,6 +321,11 @@ def test_cli_trains_the_cycle_gan_from_a_recording_with_layout_auto(tmp_path, ca
     assert "measured from the recording" in err and "vec" in err and "delta_gcf" in err
     assert main([*argv, "--out", str(tmp_path / "run2"), "--objective", "supervised"]) == 2
     assert "needs objective='cycle'" in capsys.readouterr().err
+    (tmp_path / "recordings").mkdir()
+    (tmp_path / "rec.tif").rename(tmp_path / "recordings" / "rec.tif")
+    argv[argv.index(str(tmp_path / "rec.tif"))] = str(tmp_path / "recordings")
+    assert main([*argv, "--out", str(tmp_path / "recordings" / "run")]) == 2
+    assert "lies inside the input" in capsys.readouterr().err
 
 
 # -- DDP ----------------------------------------------------------------------------------------

@@ -194,8 +194,10 @@ def run(args: argparse.Namespace) -> int:
         target_data=args.target_data,
     )
     data_folders = [] if args.data == "sample" else [Path(args.data) / "hr", Path(args.data) / "lr"]
+    layout = None if args.layout == "auto" else args.layout
     refuse_overwriting_inputs(
-        [args.out / "best.pt", args.out / "last.pt"], [args.layout, *data_folders]
+        [args.out / "best.pt", args.out / "last.pt"],
+        [layout, args.lr_data, args.target_data, *data_folders],
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
     bar = ProgressBar(sys.stderr, enabled=main_process)
