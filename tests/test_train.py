@@ -16,6 +16,7 @@ from napari_pclesr.train import (
     IterationDone,
     TrainConfig,
     TrainingFinished,
+    TrainingPreparing,
     TrainingStarted,
     ValidationDone,
     iter_train,
@@ -117,6 +118,8 @@ def test_overfitting_one_batch_drives_the_loss_down_tenfold():
 def test_events_checkpoints_and_result(tmp_path):
     config = tiny_config(iterations=12, val_every=4, log_every=3, out_dir=str(tmp_path))
     events = list(iter_train(config, data=recorded_pairs()))
+    assert isinstance(events[0], TrainingPreparing)  # set-up progress comes first
+    events = [e for e in events if not isinstance(e, TrainingPreparing)]
     assert isinstance(events[0], TrainingStarted) and isinstance(events[-1], TrainingFinished)
     started = events[0]
     assert started.device == "cpu" and started.world_size == 1

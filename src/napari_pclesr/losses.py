@@ -35,13 +35,18 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "GAN_LOSSES",
     "L1Loss",
     "MSELoss",
     "SSIML1Loss",
     "SSIMLoss",
     "available",
     "create",
+    "discriminator_loss",
+    "fibre_vector_loss",
     "gaussian_kernel1d",
+    "generator_adversarial_loss",
+    "row_column_loss",
     "ssim",
 ]
 
@@ -332,3 +337,148 @@ def create(name: str, **kwargs) -> nn.Module:
             f"{', '.join(accepted) if accepted else 'no options'}."
         )
     return _LOSSES[key](**kwargs)
+
+
+# -- adversarial and cycle-consistency terms ----------------------------------------------------
+
+#: ``"bce"``: the standard GAN cross-entropy; ``"ragan"``: relativistic average GAN (ESRGAN).
+GAN_LOSSES = ("bce", "ragan")
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _check_gan_loss(kind: str) -> None:
+    if kind not in GAN_LOSSES:
+        raise ValueError(f"unknown GAN loss {kind!r}; choose one of {', '.join(GAN_LOSSES)}.")
+
+
+def discriminator_loss(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    kind: str = "bce",
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """The discriminator's loss on logits of real (target-domain) and fake (generated) patches.
+
+    ``"bce"``: −log D(real) − log(1 − D(fake)), D = sigmoid(logit) (seed 001, Eq. 1, as a
+    minimisation), each term a batch mean. ``"ragan"``: the relativistic average form of ESRGAN,
+    with D_Ra(x, y) = sigmoid(C(x) − mean C(y)): −log D_Ra(real, fake) − log(1 − D_Ra(fake,
+    real)). ``label_smoothing`` s makes the target of real patches 1 − s (one-sided).
+    """
+    _check_gan_loss(kind)
+    if kind == "ragan":
+        real_logits, fake_logits = (
+            real_logits - fake_logits.mean(),
+            fake_logits - real_logits.mean(),
+        )
+    return _bce(real_logits, 1.0 - label_smoothing) + _bce(fake_logits, 0.0)
+
+
+def generator_adversarial_loss(
+    fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None, kind: str = "bce"
+) -> torch.Tensor:
+    """The generator's adversarial term.
+
+    ``"bce"``: −log D(fake) (seed 001, Eq. 5; SRGAN's non-saturating loss), a batch mean;
+    ``real_logits`` is not needed. ``"ragan"``: −log(1 − D_Ra(real, fake)) − log D_Ra(fake,
+    real), so the generator also learns from the real patches' logits (pass them detached).
+    """
+    _check_gan_loss(kind)
+    if kind == "bce":
+        return _bce(fake_logits, 1.0)
+    if real_logits is None:
+        raise ValueError("the relativistic GAN loss needs the logits of real patches.")
+    return _bce(real_logits - fake_logits.mean(), 0.0) + _bce(fake_logits - real_logits.mean(), 1.0)
+
+
+def fibre_vector_loss(
+    lr_vectors: torch.Tensor,
+    sr_vectors: torch.Tensor,
+    valid: torch.Tensor,
+    normalisation: str = "lr",
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """l_Vec of seed 001 (Eq. 4): the mean squared difference of fibre vectors over real entries.
+
+    Each patch's vectors are brought to [0, 1] first (the seed's last vectorisation step):
+
+    - ``"lr"`` (default): both with the minimum and maximum of the LR vector over the patch's
+      real entries. The comparison stays in the same intensity units for both, so a change of
+      the SR's contrast or brightness costs, and every patch weighs the same whatever its
+      contrast.
+    - ``"separate"``: each vector with its own minimum and maximum (the seed's literal reading);
+      the term is then blind to the SR's contrast and offset, which l_Reg has to restore.
+
+    Padded entries (``valid`` False) take no part: they neither add to the sum nor to the count.
+
+    Parameters
+    ----------
+    lr_vectors, sr_vectors : torch.Tensor (B, K)
+        V(I_LR) and V̂(SR) per patch, zero padded.
+    valid : torch.Tensor (B, K) of bool
+    normalisation : {"lr", "separate"}
+    eps : float
+        Smallest span used for a flat vector.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar (0 when no entry is real).
+    """
+    if normalisation not in ("lr", "separate"):
+        raise ValueError(f"normalisation must be 'lr' or 'separate', got {normalisation!r}.")
+    if not (lr_vectors.shape == sr_vectors.shape == valid.shape):
+        raise ValueError(
+            f"vector shapes differ: {tuple(lr_vectors.shape)}, {tuple(sr_vectors.shape)} and "
+            f"validity {tuple(valid.shape)}."
+        )
+    lr_vectors, sr_vectors = lr_vectors.float(), sr_vectors.float()
+    low, span = _valid_range(lr_vectors, valid, eps)
+    if normalisation == "separate":
+        sr_low, sr_span = _valid_range(sr_vectors, valid, eps)
+    else:
+        sr_low, sr_span = low, span
+    difference = (lr_vectors - low) / span - (sr_vectors - sr_low) / sr_span
+    squares = torch.where(valid, difference.square(), torch.zeros_like(difference))
+    return squares.sum() / valid.sum().clamp_min(1)
+
+
+def _valid_range(vectors: torch.Tensor, valid: torch.Tensor, eps: float):
+    """Per-row minimum and (max − min, at least ``eps``) over the valid entries, as (B, 1)."""
+    low = torch.where(valid, vectors, torch.full_like(vectors, math.inf)).amin(1, keepdim=True)
+    high = torch.where(valid, vectors, torch.full_like(vectors, -math.inf)).amax(1, keepdim=True)
+    low = torch.where(torch.isfinite(low), low, torch.zeros_like(low))
+    span = torch.where(torch.isfinite(high), high - low, torch.ones_like(high))
+    return low, span.clamp_min(eps)
+
+
+def row_column_loss(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+    """l_Reg of seed 001 (Eq. 6): squared differences of the row means and column means.
+
+    ``mean_y (rowmean(SR) − rowmean(LR))² + mean_x (colmean(SR) − colmean(LR))²``, averaged over
+    the batch. For an SR ``s`` times larger than the LR, the SR is first averaged over s × s
+    blocks, so the means compare the same rows and columns of the scene.
+
+    Parameters
+    ----------
+    sr : torch.Tensor (B, 1, s·H, s·W)
+    lr : torch.Tensor (B, 1, H, W)
+    """
+    if sr.ndim != 4 or lr.ndim != 4 or sr.shape[:2] != lr.shape[:2]:
+        raise ValueError(
+            f"expected (B, C, H, W) tensors, got {tuple(sr.shape)} and {tuple(lr.shape)}."
+        )
+    factor = sr.shape[-1] // lr.shape[-1]
+    if factor < 1 or sr.shape[-2:] != (factor * lr.shape[-2], factor * lr.shape[-1]):
+        raise ValueError(
+            f"the SR {tuple(sr.shape)} is not a whole multiple of the LR {tuple(lr.shape)}."
+        )
+    sr, lr = sr.float(), lr.float()
+    if factor > 1:
+        sr = F.avg_pool2d(sr, factor)
+    rows = (sr.mean(dim=-1) - lr.mean(dim=-1)).square().mean(dim=-1)
+    cols = (sr.mean(dim=-2) - lr.mean(dim=-2)).square().mean(dim=-1)
+    return (rows + cols).mean()

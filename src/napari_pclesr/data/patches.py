@@ -595,6 +595,13 @@ class PairedSequences:
         """The FoV of a sequence on the LR grid, (h, w) bool."""
         return self._masks[index]
 
+    def fibre_layout(self, index: int):
+        """The fibre layout the simulated LR of a sequence comes through (on the HR grid), or
+        None for recorded LR."""
+        if self._lr is not None:
+            return None
+        return self._simulator(self._hr[index].shape[-2:]).layout
+
     def lr_shape(self, index: int) -> tuple[int, int]:
         """The (h, w) of the LR frames of a sequence."""
         height, width = self._hr[index].shape[-2:]
