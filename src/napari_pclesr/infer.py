@@ -628,8 +628,10 @@ def resolve_model(
 
 
 def _load_source(source, device, scale) -> tuple[torch.nn.Module, Normalisation]:
+    from napari_pclesr import pretrained
     from napari_pclesr.train.checkpoint import load_model
 
+    source = pretrained.resolve(source)
     if isinstance(source, torch.nn.Module):
         return source.to(device), Normalisation()
     if isinstance(source, dict):

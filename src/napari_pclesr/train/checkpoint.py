@@ -110,6 +110,9 @@ def save_checkpoint(checkpoint: dict, path) -> Path:
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Read and check a checkpoint file, including the SHA-256 of its weights.
 
+    ``path`` may also name a shipped network, ``"pretrained:fsrcnn"`` (see
+    :mod:`napari_pclesr.pretrained`).
+
     Raises
     ------
     FileNotFoundError, IsADirectoryError, PermissionError
@@ -118,8 +121,12 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         If the file is truncated or corrupted (its weights or normalisation no longer match
         their SHA-256, or hold NaN or infinity), is not a napari-pclesr checkpoint, or was
         written by a newer format version.
+    ValueError
+        If ``path`` is ``pretrained:NAME`` and no pretrained network has that name.
     """
-    path = Path(path)
+    from napari_pclesr import pretrained
+
+    path = Path(pretrained.resolve(path))
     if path.is_dir():
         inside = [name for name in RUN_FILES if (path / name).is_file()]
         hint = f"; it holds {' and '.join(inside)}" if inside else ""
