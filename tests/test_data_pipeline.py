@@ -304,7 +304,9 @@ def test_sampler_shards_are_disjoint_and_epochs_cover_each_shard_once():
     ids = torch.arange(41, dtype=torch.float32).reshape(41, 1, 1, 1)
     seen = []
     for rank in range(2):
-        sampler = PatchSampler(ids, ids, 4, torch.device("cpu"), seed=2, rank=rank, world_size=2)
+        sampler = PatchSampler(
+            ids, ids, ids >= 0, 4, torch.device("cpu"), seed=2, rank=rank, world_size=2
+        )
         assert sampler.iterations_per_epoch == 5
         epoch = torch.cat([sampler.next_batch()[0].flatten() for _ in range(5)])
         assert len(set(epoch.tolist())) == 20  # 20 of the shard's patches, each once
@@ -320,15 +322,30 @@ def test_sampler_state_restores_the_batch_stream():
 
     ids = torch.arange(10, dtype=torch.float32).reshape(10, 1, 1, 1)
     options = {"seed": 5, "flips": True, "rot90": True}
-    first = PatchSampler(ids, ids, 3, torch.device("cpu"), **options)
+    first = PatchSampler(ids, ids, ids >= 0, 3, torch.device("cpu"), **options)
     for _ in range(4):
         first.next_batch()
     state = first.state_dict()
     expected = [first.next_batch()[0] for _ in range(5)]
-    second = PatchSampler(ids, ids, 3, torch.device("cpu"), **options)
+    second = PatchSampler(ids, ids, ids >= 0, 3, torch.device("cpu"), **options)
     second.load_state_dict(state)
     for batch in expected:
         assert torch.equal(second.next_batch()[0], batch)
+
+
+def test_sampler_augments_the_fov_with_its_patches():
+    torch = pytest.importorskip("torch")
+    from napari_pclesr.train.batches import PatchSampler
+
+    hr = torch.rand(12, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    fov = hr > 0.5  # a mask that follows the pixels, whatever the flips and turns
+    sampler = PatchSampler(
+        hr[..., ::2, ::2], hr, fov, 4, torch.device("cpu"), seed=1, flips=True, rot90=True
+    )
+    for _ in range(6):
+        _, hr_batch, fov_batch = sampler.next_batch()
+        assert fov_batch.dtype == torch.bool
+        assert torch.equal(fov_batch, hr_batch > 0.5)
 
 
 # -- mixed training data ------------------------------------------------------------------------

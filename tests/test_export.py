@@ -18,7 +18,6 @@ from torch import nn
 from napari_pclesr import models
 from napari_pclesr.cli import main
 from napari_pclesr.data.patches import Normalisation
-from napari_pclesr.export import _HALO as HALO
 from napari_pclesr.export import (
     ExportError,
     MissingExtraError,
@@ -29,6 +28,7 @@ from napari_pclesr.export import (
     export_torchscript,
     portable_network,
 )
+from napari_pclesr.models import receptive_field_radius
 from napari_pclesr.models.densenet_sr import DenseBlock
 from napari_pclesr.train.checkpoint import save_checkpoint
 
@@ -39,6 +39,7 @@ TINY = {
     "edsr": {"blocks": 1, "features": 8},
     "edsr_large": {"blocks": 1, "features": 8},
     "densenet_sr": {"low_features": 8, "blocks": 1, "layers": 2, "growth": 4},
+    "srgan": {"blocks": 1, "features": 8},
 }
 NORMALISATION = Normalisation(percentiles=(2.0, 98.0))
 TOLERANCE = 1e-4
@@ -329,7 +330,8 @@ def test_bioimageio_package_validates_and_predicts_like_pytorch(tmp_path, name, 
     scale = 2 if name == "edsr" else 1
     network = tiny_network(name, scale)
     checkpoint = write_checkpoint(network, tmp_path / "best.pt")
-    frame = _test_frame(scale, side=40, seed=1) * 900 + 50  # camera-like units
+    margin = 2 * receptive_field_radius(network)  # inputs must be wider than twice the halo
+    frame = _test_frame(scale, side=margin + 40, seed=1) * 900 + 50  # camera-like units
     numpy_state = np.random.get_state()  # noqa: NPY002
     # ONNX weights in one package only: the exporter is slow, and ONNX is checked above.
     formats = ("pytorch_state_dict", "torchscript", "onnx")[: 3 if name == "fsrcnn" else 2]
@@ -369,14 +371,17 @@ def test_bioimageio_package_validates_and_predicts_like_pytorch(tmp_path, name, 
     # halo (mirroring) where the network pads with zeros, so the rim of one halo differs. It
     # also takes the percentiles over the padded tile; with 5 % of the pixels at each extreme,
     # both percentiles are those extremes whatever the padding, so the ranges agree exactly.
-    unseen = _test_frame(scale, side=36, seed=2) * 300
+    side = margin + 36
+    unseen = _test_frame(scale, side=side, seed=2) * 300
     extremes = np.random.default_rng(3).random(unseen.shape)
     unseen[extremes < 0.05], unseen[extremes > 0.95] = unseen.min(), unseen.max()
     expected = reference_output(network, unseen)
-    inside = (..., slice(HALO * scale, -HALO * scale), slice(HALO * scale, -HALO * scale))
+    halo = description.outputs[0].axes[-1].halo  # the receptive field, on the output grid
+    assert halo == receptive_field_radius(network) * scale
+    inside = (..., slice(halo, -halo), slice(halo, -halo))
     for weight_format in formats:
         predicted = predict_with_bioimageio(report.path, unseen, weight_format)
-        assert predicted.shape == expected.shape == (1, 1, 36 * scale, 36 * scale)
+        assert predicted.shape == expected.shape == (1, 1, side * scale, side * scale)
         np.testing.assert_allclose(predicted[inside], expected[inside], rtol=0, atol=TOLERANCE)
 
 
@@ -421,7 +426,7 @@ def test_a_package_whose_processing_disagrees_with_ours_is_not_written(tmp_path,
         return [ScaleRangeDescr(kwargs=kwargs)], []
 
     monkeypatch.setattr("napari_pclesr.export.bioimageio_processing", percentile_range)
-    frame = _test_frame(1, side=40, seed=1)
+    frame = _test_frame(1, side=64, seed=1)
     with pytest.raises(ExportError, match=r"failed bioimageio\.core's test_model"):
         export_bioimageio(
             tiny_network("fsrcnn"),
@@ -447,7 +452,7 @@ def test_bioimageio_refusals(tmp_path):
             tmp_path / "model.zip",
             license="my licence",
             weight_formats=["pytorch_state_dict"],
-            test_frame=_test_frame(1, side=40),
+            test_frame=_test_frame(1, side=64),
         )
     assert not list(tmp_path.iterdir())
 
@@ -471,7 +476,7 @@ def test_cli_writes_a_bioimageio_package_from_a_test_image(tmp_path, capsys, no_
     from bioimageio.spec import load_model_description
 
     checkpoint = write_checkpoint(tiny_network("fsrcnn"), tmp_path / "best.pt")
-    frames = np.stack([_test_frame(1, side=40, seed=s) * 1000 for s in (3, 4)])
+    frames = np.stack([_test_frame(1, side=64, seed=s) * 1000 for s in (3, 4)])
     tifffile.imwrite(tmp_path / "recording.tif", frames.astype(np.float32))
     out = tmp_path / "model.zip"
     arguments = ["export", str(checkpoint), str(out), "--format", "bioimageio"]

@@ -44,7 +44,19 @@ def register(subparsers) -> None:
         help="network hyper-parameter, repeatable (e.g. --hparam blocks=8)",
     )
     parser.add_argument("--loss", default="ssim+l1", help="l1, mse, ssim or ssim+l1 (default)")
-    parser.add_argument("--data", default="sample", help="'sample' or a folder (default sample)")
+    parser.add_argument(
+        "--data",
+        default="sample",
+        help="'sample' (phantoms), 'mixed' (phantoms and natural images through several bundles "
+        "and noise levels: the shipped models' data) or a folder (default sample)",
+    )
+    parser.add_argument(
+        "--min-inside",
+        type=float,
+        default=0.3,
+        help="train on patches with at least this share of pixels inside the field of view; "
+        "the pixels outside do not count in the loss (default 0.3; 1: no rim patches)",
+    )
     parser.add_argument(
         "--layout",
         default=None,
@@ -147,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         TrainingStarted,
         ValidationDone,
     )
+    from napari_pclesr.train.paired_data import GENERATED_DATA
 
     config = TrainConfig(
         model=args.model,
@@ -173,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         sigma_mult=args.sigma_mult,
         sigma_add=args.sigma_add,
         data=args.data,
+        min_inside=args.min_inside,
         layout=args.layout,
         objective=args.objective,
         discriminator=parse_hparams(args.disc_hparam, "--disc-hparam"),
@@ -193,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
         target_domain=args.target_domain,
         target_data=args.target_data,
     )
-    data_folders = [] if args.data == "sample" else [Path(args.data) / "hr", Path(args.data) / "lr"]
+    data_folders = (
+        [] if args.data in GENERATED_DATA else [Path(args.data) / "hr", Path(args.data) / "lr"]
+    )
     layout = None if args.layout == "auto" else args.layout
     refuse_overwriting_inputs(
         [args.out / "best.pt", args.out / "last.pt"],

@@ -600,7 +600,7 @@ class PairedSequences:
         None for recorded LR."""
         if self._lr is not None:
             return None
-        return self._simulator(self._hr[index].shape[-2:]).layout
+        return self._simulator(self._hr[index].shape[-2:], self.degradation(index)).layout
 
     def lr_shape(self, index: int) -> tuple[int, int]:
         """The (h, w) of the LR frames of a sequence."""

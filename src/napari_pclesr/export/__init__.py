@@ -90,8 +90,9 @@ _METADATA_KEY = "napari_pclesr"
 _CHECK_SHAPES = ((2, 1, 32, 40), (1, 1, 27, 45))
 #: Side of the bioimage.io test frame (LR pixels) when none is given.
 _TEST_FRAME_SIDE = 128
-#: bioimage.io input size: at least _MIN_SIDE pixels; a halo of _HALO LR pixels is cropped
-#: from each side of a tile when a consumer tiles a large frame.
+#: bioimage.io input size: at least _MIN_SIDE pixels beyond twice the halo (the receptive-field
+#: radius, cropped from each side of a tile when a consumer tiles a large frame); _HALO when
+#: the radius cannot be derived from the layers.
 _MIN_SIDE = 32
 _HALO = 8
 
@@ -189,6 +190,23 @@ class ExportSource:
     scale: int
     origin: str
     training: dict = field(default_factory=dict)
+
+    @property
+    def halo(self) -> int:
+        """LR pixels a tile must overlap its neighbours by per side for an exact result: the
+        network's receptive-field radius (``_HALO`` when it cannot be derived)."""
+        from napari_pclesr.models import receptive_field_radius
+
+        try:
+            radius = receptive_field_radius(self.network)
+        except TypeError:
+            radius = None
+        return _HALO if radius is None else max(1, int(radius))
+
+    @property
+    def min_side(self) -> int:
+        """The smallest input side a bioimage.io consumer may feed (twice the halo and more)."""
+        return 2 * self.halo + _MIN_SIDE
 
     def metadata(self) -> dict:
         """The JSON-friendly description stored inside TorchScript and ONNX files."""
@@ -462,8 +480,11 @@ def export_bioimageio(
     with tempfile.TemporaryDirectory(prefix="pclesr-export-") as folder:
         files = _bioimageio.PackageFiles(Path(folder))
         differences = _write_weights(source, files, weight_formats, tolerance)
-        frame = _test_frame(source.scale) if test_frame is None else test_frame
-        _bioimageio.write_test_files(files, frame, _reference_output(source, frame))
+        if test_frame is None:
+            test_frame = _test_frame(source.scale, max(_TEST_FRAME_SIDE, source.min_side))
+        _bioimageio.write_test_files(
+            files, test_frame, _reference_output(source, test_frame), source.min_side
+        )
         description = _bioimageio.describe(
             source,
             files,

@@ -84,17 +84,15 @@ class PackageFiles:
         self.environment = self.folder / "environment.yaml"
 
 
-def write_test_files(files: PackageFiles, frame, output: np.ndarray) -> None:
+def write_test_files(files: PackageFiles, frame, output: np.ndarray, min_side: int) -> None:
     """Save the test input (raw frame) and output (1, 1, ·, ·) and a cover: input | output."""
     import imageio.v3 as iio
 
-    from napari_pclesr.export import _MIN_SIDE
-
     frame = as_grey_float(frame, name="test frame")
-    if frame.ndim != 2 or min(frame.shape) < _MIN_SIDE:
+    if frame.ndim != 2 or min(frame.shape) < min_side:
         raise ValueError(
-            f"the test frame must be one grey frame of at least {_MIN_SIDE}x{_MIN_SIDE} pixels, "
-            f"got shape {frame.shape}."
+            f"the test frame must be one grey frame of at least {min_side}x{min_side} pixels "
+            f"(twice the network's receptive field and more), got shape {frame.shape}."
         )
     np.save(files.test_input, frame[None, None].astype(np.float32))
     np.save(files.test_output, output.astype(np.float32))
@@ -134,8 +132,8 @@ def describe(
         documentation=FileDescr(source=files.documentation),
         covers=[FileDescr(source=files.cover)],
         tags=[*_TAGS, source.arch.replace("_", "-")],
-        inputs=[_input_descr(files, preprocessing)],
-        outputs=[_output_descr(files, source.scale, postprocessing)],
+        inputs=[_input_descr(files, preprocessing, source.min_side)],
+        outputs=[_output_descr(files, source.scale, postprocessing, source.halo)],
         weights=_weights_descr(source, files),
         config=Config(bioimageio=BioimageioConfig(architecture_type=source.arch)),
     )
@@ -192,10 +190,8 @@ def save_and_test(description: ModelDescr, path: Path) -> None:
 # -- parts of the description -------------------------------------------------------------------
 
 
-def _input_descr(files: PackageFiles, preprocessing: list) -> InputTensorDescr:
-    from napari_pclesr.export import _MIN_SIDE
-
-    size = ParameterizedSize(min=_MIN_SIDE, step=1)
+def _input_descr(files: PackageFiles, preprocessing: list, min_side: int) -> InputTensorDescr:
+    size = ParameterizedSize(min=min_side, step=1)
     return InputTensorDescr(
         id=_INPUT,
         description="one grey pCLE frame, in any intensity units",
@@ -211,15 +207,15 @@ def _input_descr(files: PackageFiles, preprocessing: list) -> InputTensorDescr:
     )
 
 
-def _output_descr(files: PackageFiles, scale: int, postprocessing: list) -> OutputTensorDescr:
-    from napari_pclesr.export import _HALO
-
+def _output_descr(
+    files: PackageFiles, scale: int, postprocessing: list, halo: int
+) -> OutputTensorDescr:
     def space(axis: str) -> SpaceOutputAxisWithHalo:
         return SpaceOutputAxisWithHalo(
             id=AxisId(axis),
             size=SizeReference(tensor_id=_INPUT, axis_id=AxisId(axis)),
             scale=1.0 / scale,
-            halo=_HALO * scale,
+            halo=halo * scale,
         )
 
     return OutputTensorDescr(

@@ -251,12 +251,14 @@ class TensorBatches:
 
 
 class PatchSampler(TensorBatches):
-    """Endless seeded (LR, HR) batches of paired patches; see :class:`TensorBatches`.
+    """Endless seeded (LR, HR, FoV) batches of paired patches; see :class:`TensorBatches`.
 
     Parameters
     ----------
     lr, hr : torch.Tensor (N, 1, p, p) and (N, 1, s·p, s·p)
         All training patches, on the CPU.
+    fov : torch.Tensor, bool, like ``hr``
+        Which HR pixels lie inside the field of view (augmented with the patches).
     batch_size : int
     device : torch.device
     seed : int
@@ -265,8 +267,16 @@ class PatchSampler(TensorBatches):
         Augmentation, see :func:`dihedral_augment`, applied identically to LR and HR.
     """
 
-    def __init__(self, lr: torch.Tensor, hr: torch.Tensor, batch_size: int, device, **options):
-        super().__init__((lr, hr), batch_size, device, **options)
+    def __init__(
+        self,
+        lr: torch.Tensor,
+        hr: torch.Tensor,
+        fov: torch.Tensor,
+        batch_size: int,
+        device,
+        **options,
+    ):
+        super().__init__((lr, hr, fov), batch_size, device, **options)
 
     @property
     def lr(self) -> torch.Tensor:

@@ -102,8 +102,15 @@ class TrainConfig:
     sigma_mult, sigma_add : float
         Noise of the simulated LR (seed 000: 0.05 and 0.01).
     data : str
-        ``"sample"`` (phantom sequences) or a folder with ``hr/`` and optionally ``lr/``
-        sub-folders of TIFF stacks. Used when no data are passed to ``train``.
+        ``"sample"`` (phantom sequences), ``"mixed"`` (phantoms and natural images through
+        several bundles and noise levels, :meth:`PairedSequences.mixed`, the data of the
+        shipped models) or a folder with ``hr/`` and optionally ``lr/`` sub-folders of TIFF
+        stacks. Used when no data are passed to ``train``.
+    min_inside : float
+        Keep the training patches with at least this share of their pixels inside the field of
+        view. Below 1, patches at the rim of the FoV are trained on, and the pixels outside
+        the FoV do not count in the loss (without them, the network never learns the rim,
+        where SSIM dropped by 0.019 within 20 px of it; docs/training.md).
     layout : str or None
         Fibre layout file for the simulated LR; a synthetic bundle when ``None``. For the
         ``cycle`` objective it also names the recorded LR's fibres: a layout file, a raw bundle
@@ -190,6 +197,7 @@ class TrainConfig:
     sigma_mult: float = 0.05
     sigma_add: float = 0.01
     data: str = "sample"
+    min_inside: float = 0.3
     layout: str | None = None
     split: tuple[float, float, float] = DEFAULT_FRACTIONS
     objective: str = "supervised"
@@ -289,6 +297,11 @@ class TrainConfig:
         _check_float(self, "sigma_mult", self.sigma_mult, positive=False)
         _check_float(self, "sigma_add", self.sigma_add, positive=False)
         _check_float(self, "gamma", self.gamma, positive=True)
+        _check_float(self, "min_inside", self.min_inside, positive=True)
+        if self.min_inside > 1:
+            raise ValueError(
+                f"min_inside must be in (0, 1] (a share of pixels), got {self.min_inside}."
+            )
         if self.gamma > 1:
             raise ValueError(f"gamma must be in (0, 1] (a decay factor), got {self.gamma}.")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

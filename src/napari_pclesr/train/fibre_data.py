@@ -44,7 +44,12 @@ from napari_pclesr.fibre import FibreLayout
 from napari_pclesr.train.batches import TensorBatches
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
-from napari_pclesr.train.paired_data import TrainingData, check_patch_size, split_data
+from napari_pclesr.train.paired_data import (
+    GENERATED_DATA,
+    TrainingData,
+    check_patch_size,
+    split_data,
+)
 
 __all__ = ["FibreTrainingData", "layout_on_grid", "load_cycle_data"]
 
@@ -61,8 +66,8 @@ def load_cycle_data(config: TrainConfig):
     """
     if config.lr_data is not None:
         return LRRecordings.open(config.lr_data, frame_step=config.frame_step)
-    if config.data == "sample":
-        return PairedSequences.sample(seed=config.seed, scale=config.scale)
+    if config.data in GENERATED_DATA:
+        return getattr(PairedSequences, config.data)(seed=config.seed, scale=config.scale)
     layout = None
     if config.layout is not None and Path(config.layout).suffix.lower() in _LAYOUT_SUFFIXES:
         layout = FibreLayout.from_file(config.layout)

@@ -13,22 +13,34 @@ from napari_pclesr.train.batches import PatchSampler
 from napari_pclesr.train.config import TrainConfig
 from napari_pclesr.train.events import TrainingPreparing
 
-__all__ = ["PairedTrainingData", "TrainingData", "load_training_data", "split_data"]
+__all__ = [
+    "GENERATED_DATA",
+    "PairedTrainingData",
+    "TrainingData",
+    "load_training_data",
+    "split_data",
+]
+
+
+#: ``TrainConfig.data`` values that name generated data rather than a folder.
+GENERATED_DATA = ("sample", "mixed")
 
 
 def load_training_data(config: TrainConfig) -> PairedSequences:
-    """The data named by ``config.data``: ``"sample"`` phantoms, or a folder of TIFF stacks."""
+    """The data named by ``config.data``: ``"sample"`` phantoms, ``"mixed"`` phantoms and
+    natural images, or a folder of TIFF stacks."""
     layout = None
     if config.layout is not None:
         from napari_pclesr import FibreLayout
 
         layout = FibreLayout.from_file(config.layout)
-    if config.data == "sample":
+    if config.data in GENERATED_DATA:
         if layout is not None:
             raise ValueError(
-                "--layout applies to folder data; the sample data use synthetic bundles."
+                f"--layout applies to folder data; the {config.data} data use synthetic bundles."
             )
-        return PairedSequences.sample(seed=config.seed, scale=config.scale)
+        generate = getattr(PairedSequences, config.data)
+        return generate(seed=config.seed, scale=config.scale)
     return PairedSequences.from_folder(config.data, layout=layout, scale=config.scale)
 
 
@@ -125,10 +137,11 @@ class PairedTrainingData(TrainingData):
         epoch = 0
         if checkpoint is not None and config.fresh_noise_per_epoch:
             epoch = max(0, int(checkpoint["resume"]["epoch"]))
-        lr, hr = yield from self._patches(self.train_data, epoch, "training")
+        lr, hr, fov = yield from self._patches(self.train_data, epoch, "training")
         self.sampler = PatchSampler(
             lr,
             hr,
+            fov,
             config.batch_size,
             self.device,
             seed=config.seed,
@@ -139,14 +152,16 @@ class PairedTrainingData(TrainingData):
         )
         self.n_train_patches = len(lr)
         rank, world = self.context.rank, self.context.world_size
-        val_lr, val_hr = yield from self._patches(self.val_data, 0, "validation")
+        val_lr, val_hr, val_fov = yield from self._patches(self.val_data, 0, "validation")
         self.n_val_patches = len(val_lr)
         self.val_lr = val_lr[rank::world]
         self.val_hr = val_hr[rank::world]
+        self.val_fov = val_fov[rank::world]
 
     def _patches(self, collection, epoch: int, part: str):
-        """Normalised (LR, HR) patches (N, 1, p, p), (N, 1, s·p, s·p) of a collection, one
-        sequence at a time (simulating its LR when it has none), with a progress event each."""
+        """Normalised (LR, HR) patches (N, 1, p, p), (N, 1, s·p, s·p) of a collection and the
+        HR-grid FoV of each (bool, like HR), one sequence at a time (simulating its LR when it
+        has none), with a progress event each."""
         stage = f"{'simulating LR and ' if collection.simulated else ''}cutting {part} patches"
         chunks = []
         for index in range(len(collection)):
@@ -157,22 +172,26 @@ class PairedTrainingData(TrainingData):
             torch.from_numpy(np.concatenate(c))[:, None] for c in zip(*chunks, strict=True)
         )
 
-    def _sequence_patches(self, collection, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        lr, hr, _ = collection.patches(
-            self.normalisation, self.config.patch_size, epoch=epoch, **self.lr_options
+    def _sequence_patches(self, collection, epoch: int) -> tuple[np.ndarray, ...]:
+        return collection.patches(
+            self.normalisation,
+            self.config.patch_size,
+            self.config.min_inside,
+            epoch=epoch,
+            **self.lr_options,
         )
-        return lr, hr
 
     # -- batches --------------------------------------------------------------------------------
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (LR, HR) batch; a new epoch draws fresh simulated noise when configured."""
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next (LR, HR, FoV) batch; a new epoch draws fresh simulated noise when
+        configured. The FoV (bool, like HR) says which target pixels the loss counts."""
         start = time.perf_counter()
         if self.sampler.epoch_done:
             next_epoch = self.sampler.epoch + 1
             if self.config.fresh_noise_per_epoch and self.train_data.simulated and next_epoch > 0:
                 # The HR targets follow the map of their (new) LR frames, so both change.
-                lr, hr = self._sequence_patches(self.train_data, next_epoch)
+                lr, hr, _ = self._sequence_patches(self.train_data, next_epoch)
                 self.sampler.set_patches(
                     torch.from_numpy(lr)[:, None], torch.from_numpy(hr)[:, None]
                 )
@@ -182,11 +201,11 @@ class PairedTrainingData(TrainingData):
         return batch
 
     def validation_batches(self, size: int):
-        """(LR, HR) chunks of this process's validation patches, on the device."""
+        """(LR, HR, FoV) chunks of this process's validation patches, on the device."""
         for start in range(0, len(self.val_lr), size):
-            yield (
-                self.val_lr[start : start + size].to(self.device, non_blocking=True),
-                self.val_hr[start : start + size].to(self.device, non_blocking=True),
+            yield tuple(
+                part[start : start + size].to(self.device, non_blocking=True)
+                for part in (self.val_lr, self.val_hr, self.val_fov)
             )
 
     # -- checkpoints ----------------------------------------------------------------------------

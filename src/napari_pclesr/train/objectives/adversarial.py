@@ -36,10 +36,10 @@ class AdversarialObjective(AdversarialTraining, SupervisedObjective):
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         config = self.config
-        lr_batch, hr_batch = self.data.next_batch()
+        lr_batch, hr_batch, fov = self.data.next_batch()
         with self._autocast():
             fake = self.network(lr_batch).float()
-        content = self.loss_fn(fake, hr_batch)
+        content = self.loss_fn(fake, hr_batch, fov)
         terms = {"content": content}
         loss = content
         if iteration >= config.pretrain_iterations:
@@ -50,7 +50,7 @@ class AdversarialObjective(AdversarialTraining, SupervisedObjective):
         return {name: value.detach() for name, value in terms.items()}
 
     def _fresh_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lr_batch, hr_batch = self.data.next_batch()
+        lr_batch, hr_batch, _ = self.data.next_batch()
         with torch.no_grad(), self._autocast():
             return hr_batch, self.network(lr_batch).float()
 

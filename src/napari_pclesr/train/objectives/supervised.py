@@ -40,10 +40,10 @@ class SupervisedObjective(Objective):
         self.scaler = self._scaler()
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        lr_batch, hr_batch = self.data.next_batch()
+        lr_batch, hr_batch, fov = self.data.next_batch()
         with self._autocast():
             prediction = self.network(lr_batch)
-        loss = self.loss_fn(prediction.float(), hr_batch)
+        loss = self.loss_fn(prediction.float(), hr_batch, fov)
         self._optimise(loss, self.optimizer, self.scaler, self.scheduler)
         return {"loss": loss.detach()}
 
@@ -53,17 +53,21 @@ class SupervisedObjective(Objective):
         return loss, ssim, {"loss": loss, "ssim": ssim}
 
     def _validate_pairs(self) -> tuple[float, float]:
-        """Mean content loss and mean SSIM over the validation patches of all processes."""
+        """Mean content loss and mean SSIM over the validation patches of all processes, both
+        inside the field of view (each patch's SSIM weighted by its share of FoV pixels)."""
         self.generator.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for lr, hr in self.data.validation_batches(2 * self.config.batch_size):
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        for lr, hr, fov in self.data.validation_batches(2 * self.config.batch_size):
             with self._autocast():
                 prediction = self.generator(lr)
             prediction = prediction.float()
             count = len(lr)
-            sums[0] += self.loss_fn(prediction, hr).double() * count
-            sums[1] += losses.ssim(prediction.clamp(0, 1), hr).double().sum()
+            inside = fov.flatten(1).double().mean(dim=1)
+            sums[0] += self.loss_fn(prediction, hr, fov).double() * count
+            ssim = losses.ssim(prediction.clamp(0, 1), hr, mask=fov).double()
+            sums[1] += (ssim * inside).sum()
             sums[2] += count
+            sums[3] += inside.sum()
         self.context.all_reduce_sum(sums)
         self.generator.train()
-        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        return float(sums[0] / sums[2]), float(sums[1] / sums[3])
