@@ -38,16 +38,22 @@ def test_simulate_reports_bad_input_and_writes_nothing(tmp_path, capsys):
 
 
 def test_demo_runs_the_whole_job(tmp_path, capsys):
-    args = ["--size", "96", "--train-size", "192", "--iterations", "3", "--batch-size", "4"]
-    assert (
-        main(["demo", "--out", str(tmp_path), "--device", "cpu", "--test-frames", "2", *args]) == 0
-    )
-    for name in ("hr.tif", "lr.tif", "layout.csv", "preview.png", "scores.csv", "run/best.pt"):
-        assert (tmp_path / name).is_file()
-    for method in ("fsrcnn", "wiener", "unsharp"):
-        assert tifffile.imread(tmp_path / f"sr_{method}.tif").shape == (2, 96, 96)
+    from napari_pclesr import pretrained
+
+    args = ["--quick", "--size", "96", "--iterations", "3", "--batch-size", "4"]
+    assert main(["demo", "--out", str(tmp_path), "--device", "cpu", *args]) == 0
+    for name in ("hr.tif", "lr.tif", "layout.csv", "figure.png", "scores.csv", "scores.md"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "run" / "best.pt").is_file()
+    shipped = pretrained.available()
+    learned = [f"{name}_pretrained" for name in shipped]
+    learned.append("fsrcnn_fine_tuned" if "fsrcnn" in shipped else "fsrcnn")
+    for method in (*learned, "wiener", "unsharp"):
+        assert tifffile.imread(tmp_path / f"sr_{method}.tif").shape == (2, 96, 96), method
     output = capsys.readouterr().out
-    assert "Tot_cs" in output and "FSRCNN" in output
+    assert "Tot_cs" in output and "first by SSIM: " in output and "first by Tot_cs: " in output
+    markdown = (tmp_path / "scores.md").read_text()
+    assert markdown.startswith("| method | frames | SSIM |") and "| wiener" in markdown
     umask = os.umask(0)
     os.umask(umask)
     for name in ("scores.csv", "hr.tif", "run/best.pt"):  # readable as any file, not 0600

@@ -205,7 +205,9 @@ def test_overfitting_one_batch_drives_the_loss_down_tenfold(name):
         if loss.item() < first / 10:
             break
     assert loss.item() < first / 10, (first, loss.item())
-    assert time.perf_counter() - start < 20
+    assert (
+        time.perf_counter() - start < 60
+    )  # a budget, not a benchmark: a loaded CI machine must pass
 
 
 def test_hparams_rebuild_the_same_network():

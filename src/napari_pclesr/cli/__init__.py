@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "models",
     "export",
     "mosaic",
+    "evaluate",
 )
 
 # What to change when a command runs out of memory.

@@ -1,5 +1,5 @@
-"""``pclesr models``: list the registered networks with their parameter counts, and the
-baselines with their parameters."""
+"""``pclesr models``: list the pretrained networks shipped in the package, the registered
+networks with their parameter counts, and the baselines with their parameters."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ SCALES = (1, 2, 4, 8)
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "models",
-        help="list the SR networks (with parameter counts) and the baselines",
+        help="list the pretrained networks, the SR networks and the baselines",
         description=(
-            "List the registered SR networks with their parameter counts at scales 1, 2, 4 "
-            "and 8 and their default hyper-parameters, and the non-learned baselines with "
-            "their default parameters."
+            "List the pretrained networks shipped in the package, the registered SR networks "
+            "with their parameter counts at scales 1, 2, 4 and 8 and their default "
+            "hyper-parameters, and the non-learned baselines with their default parameters."
         ),
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -55,11 +55,34 @@ def baseline_table() -> list[dict]:
     return [{"name": n, "params": baselines.default_params(n)} for n in baselines.available()]
 
 
+def pretrained_table() -> list[dict]:
+    """One entry per pretrained network shipped in the package (:func:`pretrained.describe`)."""
+    from napari_pclesr import pretrained
+
+    return [pretrained.describe(name) for name in pretrained.available()]
+
+
 def run(args: argparse.Namespace) -> int:
-    networks, others = model_table(), baseline_table()
+    networks, others, shipped = model_table(), baseline_table(), pretrained_table()
     if args.json:
-        print(json.dumps({"models": networks, "baselines": others}, indent=2))
+        print(
+            json.dumps({"models": networks, "pretrained": shipped, "baselines": others}, indent=2)
+        )
         return 0
+    print(
+        "Pretrained networks (use the name wherever a checkpoint is accepted; cards in "
+        "docs/models.md):"
+    )
+    for row in shipped:
+        hparams = ", ".join(f"{k}={v}" for k, v in row["hparams"].items()) or "defaults"
+        print(
+            f"  {row['name']:<22}{row['model']} ×{row['scale']} ({hparams}); "
+            f"{row['iterations']:,} iterations on {row['data']} data, {row['loss']} loss; "
+            f"{row['megabytes']} MB"
+        )
+    if not shipped:
+        print("  (none installed)")
+    print()
     print("SR networks (1-channel input; trainable parameters at each scale):")
     header = f"  {'name':<13}" + "".join(f"{'×' + str(s):>13}" for s in SCALES) + "  description"
     print(header)

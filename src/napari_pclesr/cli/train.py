@@ -68,6 +68,13 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     parser.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from these weights (a checkpoint or pretrained:NAME): fine-tuning with a "
+        "fresh optimiser and schedule",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the run already in --out (its best.pt and last.pt are removed)",
@@ -149,6 +156,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from napari_pclesr import pretrained
     from napari_pclesr.cli._common import EXIT_OK, EXIT_STOPPED, refuse_overwriting_inputs
     from napari_pclesr.train import TrainConfig, iter_train
     from napari_pclesr.train.events import (
@@ -178,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         out_dir=str(args.out),
         resume=None if args.resume is None else str(args.resume),
+        init_weights=args.init,
         overwrite=args.overwrite,
         patch_size=args.patch_size,
         augment_flips=not args.no_augment,
@@ -213,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     layout = None if args.layout == "auto" else args.layout
     refuse_overwriting_inputs(
         [args.out / "best.pt", args.out / "last.pt"],
-        [layout, args.lr_data, args.target_data, *data_folders],
+        [layout, args.lr_data, args.target_data, pretrained.resolve(args.init), *data_folders],
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
     bar = ProgressBar(sys.stderr, enabled=main_process)

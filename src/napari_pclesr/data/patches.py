@@ -476,7 +476,7 @@ class PairedSequences:
     @classmethod
     def mixed(
         cls,
-        n_sequences: int = 24,
+        n_sequences: int = 48,
         n_frames: int = 4,
         shape: tuple[int, int] = (256, 256),
         seed: int = 0,

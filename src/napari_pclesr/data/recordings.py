@@ -140,15 +140,16 @@ class LRRecordings:
         """The (H, W) of a recording's frames."""
         return self._lr[index].shape[-2:]
 
-    def patch_corners(self, index: int, patch_size: int) -> np.ndarray:
+    def patch_corners(self, index: int, patch_size: int, min_inside: float = 1.0) -> np.ndarray:
         """Corners of the FoV patches of a recording; see :func:`~napari_pclesr.data.patches
         .patch_corners`."""
-        return patch_corners(self._masks[index], patch_size)
+        return patch_corners(self._masks[index], patch_size, min_inside)
 
-    def count_patches(self, patch_size: int) -> int:
+    def count_patches(self, patch_size: int, min_inside: float = 1.0) -> int:
         """How many patches all the frames yield at this patch size."""
         return sum(
-            len(self.patch_corners(i, patch_size)) * len(self._lr[i]) for i in range(len(self))
+            len(self.patch_corners(i, patch_size, min_inside)) * len(self._lr[i])
+            for i in range(len(self))
         )
 
     def fibre_layout(self, index: int) -> None:

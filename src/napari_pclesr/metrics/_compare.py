@@ -277,8 +277,8 @@ class ComparisonTable:
             )
         )
 
-    def to_text(self) -> str:
-        """A plain-text table (mean ± std per score, p-values vs the baseline) and footer."""
+    def _cells(self) -> list[list[str]]:
+        """Header and one row of cells per method (mean ± std per score, p-values)."""
         header = ["method", "frames"] + [s.label for s in SCORES]
         header += [f"p({s.label.split(' [')[0]})" for s in SCORES if s.tested]
         lines = [header]
@@ -287,6 +287,19 @@ class ComparisonTable:
             cells += [format_mean_std(row.mean[s.key], row.std[s.key], s.digits) for s in SCORES]
             cells += [format_p_value(row.p_value[s.key]) for s in SCORES if s.tested]
             lines.append(cells)
+        return lines
+
+    def to_markdown(self) -> str:
+        """The table in Markdown, with the footer as a paragraph below it."""
+        lines = self._cells()
+        rows = [lines[0], ["---"] * len(lines[0]), *lines[1:]]
+        table = "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+        return table + "\n\n" + self.footer.replace("\n", "\n\n") + "\n"
+
+    def to_text(self) -> str:
+        """A plain-text table (mean ± std per score, p-values vs the baseline) and footer."""
+        lines = self._cells()
+        header = lines[0]
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = [
             "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()

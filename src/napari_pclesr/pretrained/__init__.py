@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PREFIX", "available", "checkpoint_path", "resolve"]
+__all__ = ["PREFIX", "available", "checkpoint_path", "describe", "resolve"]
 
 PREFIX = "pretrained:"
 _FOLDER = Path(__file__).parent
@@ -44,3 +44,25 @@ def resolve(source):
     if isinstance(source, str | os.PathLike) and str(source).startswith(PREFIX):
         return checkpoint_path(str(source))
     return source
+
+
+def describe(name: str) -> dict:
+    """What the checkpoint of a pretrained network says about it: ``name``, ``model``,
+    ``hparams``, ``scale``, ``iterations``, ``data``, ``loss``, ``normalisation`` and the file's
+    ``megabytes`` (the model card in ``docs/models.md`` has the scores and limits)."""
+    from napari_pclesr.train.checkpoint import load_checkpoint
+
+    path = checkpoint_path(name)
+    checkpoint = load_checkpoint(path)
+    config = checkpoint.get("config", {})
+    return {
+        "name": PREFIX + path.stem,
+        "model": checkpoint["model"]["name"],
+        "hparams": checkpoint["model"].get("hparams", {}),
+        "scale": checkpoint["model"].get("scale", 1),
+        "iterations": checkpoint.get("iteration"),
+        "data": config.get("data"),
+        "loss": config.get("loss"),
+        "normalisation": checkpoint.get("normalisation"),
+        "megabytes": round(path.stat().st_size / 2**20, 2),
+    }

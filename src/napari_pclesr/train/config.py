@@ -88,6 +88,10 @@ class TrainConfig:
     resume : str or None
         Checkpoint to continue from (iteration count, weights, optimiser, schedule, scaler,
         random states and batch order).
+    init_weights : str or None
+        Checkpoint (or ``"pretrained:NAME"``) whose network weights start a new run: fine-tuning,
+        with a fresh optimiser, schedule and iteration count. Its network must be ``model``
+        with these ``hparams`` and ``scale``.
     overwrite : bool
         Replace the run in ``out_dir``: its ``best.pt`` and ``last.pt`` are removed once the new
         run is set up.
@@ -189,6 +193,7 @@ class TrainConfig:
     amp: bool = True
     out_dir: str | None = None
     resume: str | None = None
+    init_weights: str | None = None
     overwrite: bool = False
     patch_size: int = 64
     augment_flips: bool = True
@@ -224,7 +229,15 @@ class TrainConfig:
         self.discriminator = dict(self.discriminator)
         self.betas = tuple(float(b) for b in self.betas)
         self.split = tuple(float(f) for f in self.split)
-        for name in ("out_dir", "resume", "layout", "data", "lr_data", "target_data"):
+        for name in (
+            "out_dir",
+            "resume",
+            "init_weights",
+            "layout",
+            "data",
+            "lr_data",
+            "target_data",
+        ):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, str(value))

@@ -184,6 +184,9 @@ class _TrainingRun:
         self.checkpoint_in = load_checkpoint(config.resume) if config.resume else None
         if self.checkpoint_in is not None:
             _check_resumable(config, self.checkpoint_in)
+        initial = None  # read before the data, so that a bad file fails at once
+        if config.init_weights is not None and self.checkpoint_in is None:
+            initial = load_checkpoint(config.init_weights)
         _seed_everything(config.seed)
         self.amp_dtype = autocast_dtype(self.device) if config.amp else None
         self.objective = create_objective(config, self.context, self.device, self.amp_dtype)
@@ -196,6 +199,8 @@ class _TrainingRun:
                 f"the model upscales ×{getattr(self.model, 'scale', 1)} but the config says "
                 f"scale={config.scale}; make them agree."
             )
+        if initial is not None:
+            _load_initial_weights(self.model, self.model_name, config, initial)
         self.objective.build(self.model)
         self.history = TrainingHistory()
         self.iteration = 0
@@ -485,6 +490,24 @@ def _create_model(config: TrainConfig) -> torch.nn.Module:
     if config.model is None:
         raise ValueError("config.model is None: pass a network with train(..., model=network).")
     return models.create(config.model, scale=config.scale, **config.hparams)
+
+
+def _load_initial_weights(
+    model: torch.nn.Module, name: str | None, config: TrainConfig, checkpoint: dict
+) -> None:
+    """Start ``model`` from the weights of the ``config.init_weights`` checkpoint (fine-tuning)."""
+    saved = checkpoint["model"]
+    ours = dict(getattr(model, "hparams", {}))
+    ours.pop("scale", None)
+    theirs = {**ours, **saved.get("hparams", {})}
+    if saved["name"] != name or theirs != ours or saved.get("scale", 1) != config.scale:
+        wanted = " ".join(f"--hparam {k}={v}" for k, v in saved.get("hparams", {}).items())
+        raise ValueError(
+            f"{config.init_weights} holds a {saved['name']} network ×{saved.get('scale', 1)} "
+            f"with {saved.get('hparams', {})}, not this run's {name} ×{config.scale} with "
+            f"{ours}; train --model {saved['name']} --scale {saved.get('scale', 1)} {wanted}."
+        )
+    model.load_state_dict(checkpoint["state_dict"])
 
 
 def _check_resumable(config: TrainConfig, checkpoint: dict) -> None:

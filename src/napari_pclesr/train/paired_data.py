@@ -65,8 +65,9 @@ def split_data(data, config: TrainConfig, kinds: tuple[type, ...] = (PairedSeque
     return train_data, val_data, test_data
 
 
-def check_patch_size(size: int, parts: dict) -> None:
-    """Raise ``ValueError`` when a patch does not fit the frames or the FoV of a part."""
+def check_patch_size(size: int, parts: dict, min_inside: float = 1.0) -> None:
+    """Raise ``ValueError`` when a patch does not fit the frames or the FoV of a part (a patch
+    fits the FoV with at least ``min_inside`` of its pixels inside)."""
     for part, collection in parts.items():
         for index in range(len(collection)):
             height, width = collection.lr_shape(index)
@@ -76,9 +77,10 @@ def check_patch_size(size: int, parts: dict) -> None:
                     f"sequence {collection.names[index]}; use a patch size <= "
                     f"{min(height, width)}."
                 )
-        if collection.count_patches(size) == 0:
+        if collection.count_patches(size, min_inside) == 0:
+            where = "entirely" if min_inside == 1 else f"with {min_inside:.0%} of its pixels"
             raise ValueError(
-                f"no {size}x{size} patch of the {part} sequences lies entirely inside the "
+                f"no {size}x{size} patch of the {part} sequences lies {where} inside the "
                 "field of view; use a smaller patch size or larger frames."
             )
 
@@ -128,7 +130,9 @@ class PairedTrainingData(TrainingData):
         )
         yield TrainingPreparing("loading data", 1, 1)
         check_patch_size(
-            config.patch_size, {"training": self.train_data, "validation": self.val_data}
+            config.patch_size,
+            {"training": self.train_data, "validation": self.val_data},
+            config.min_inside,
         )
         if checkpoint is not None:
             self.normalisation = Normalisation.from_dict(checkpoint["normalisation"])

@@ -1,0 +1,160 @@
+"""Held-out evaluation, pretrained names, fine-tuning from weights, and ``pclesr evaluate``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_pclesr import evaluation, models, pretrained
+from napari_pclesr.cli import main
+from napari_pclesr.infer import super_resolve
+from napari_pclesr.train import TrainConfig, train
+from napari_pclesr.train.checkpoint import load_checkpoint
+
+TINY_FSRCNN = {"features": 8, "shrink_features": 4, "mapping_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def quick_images():
+    return evaluation.held_out_images(quick=True)
+
+
+def test_held_out_images_are_fixed_and_kept_out_of_training(quick_images):
+    from napari_pclesr.data.natural import EVALUATION_IMAGES, TRAINING_IMAGES
+
+    assert [image.set for image in quick_images] == ["phantom"] * 2 + ["natural"] * 2
+    again = evaluation.held_out_images(quick=True)
+    for first, second in zip(quick_images, again, strict=True):
+        np.testing.assert_array_equal(first.lr, second.lr)  # the same noise every time
+    for image in quick_images:
+        assert image.hr.shape == image.lr.shape == image.fov.shape
+        assert 0.6 < image.fov.mean() < 0.8  # the circular FoV of the standard bundle
+        assert not np.allclose(image.lr[image.fov], image.hr[image.fov], atol=0.02)
+    assert not set(EVALUATION_IMAGES) & set(TRAINING_IMAGES)
+
+
+def test_scores_follow_the_methods_and_the_summary_gains_are_against_the_lr(quick_images):
+    hr_of = {id(image.lr): image.hr for image in quick_images}
+    methods = {"truth": lambda lr, fov: hr_of[id(lr)] * fov, "unsharp": "unsharp"}
+    rows = evaluation.score_methods(quick_images, methods, device="cpu")
+    assert len(rows) == 3 * len(quick_images)
+    assert {row["method"] for row in rows} == {"LR", "truth", "unsharp"}
+    truth = [row for row in rows if row["method"] == "truth"]
+    assert all(row["ssim"] > 0.999 and row["psnr"] > 60 for row in truth)
+    summary = evaluation.summarise(rows)
+    assert [(row["set"], row["method"]) for row in summary][:3] == [
+        ("phantom", "LR"),
+        ("phantom", "truth"),
+        ("phantom", "unsharp"),
+    ]
+    lr_row = summary[0]
+    assert lr_row["ssim_gain"] == lr_row["psnr_gain"] == 0 and lr_row["noise_ratio"] == 1
+    truth_row = summary[1]
+    lr_ssim = np.mean([r["ssim"] for r in rows if r["method"] == "LR" and r["set"] == "phantom"])
+    assert truth_row["ssim_gain"] == pytest.approx(truth_row["ssim"] - lr_ssim)
+    table = evaluation.markdown_table(summary)
+    assert table.count("\n") == 2 + len(summary)
+    assert "| phantom | truth | 2 | **" in table  # the best SSIM of the set is bold
+
+
+def test_real_frames_are_scaled_by_their_type_and_floats_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = (rng.random((90, 80, 80)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "real.tif", frames)
+    images = evaluation.real_images(tmp_path / "real.tif", count=5, size=64)
+    assert [image.name for image in images] == ["real#0", "real#40", "real#80"]
+    np.testing.assert_allclose(images[1].hr, frames[40, 8:72, 8:72] / 255, rtol=1e-6)
+    tifffile.imwrite(tmp_path / "float.tif", frames.astype(np.float32))
+    with pytest.raises(ValueError, match=r"float.tif: real frames are scaled .* by their integer"):
+        evaluation.real_images(tmp_path / "float.tif")
+
+
+# -- pretrained names ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A pretrained folder holding one tiny FSRCNN, ``pretrained:tiny``."""
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    config = TrainConfig(
+        model="fsrcnn",
+        hparams=TINY_FSRCNN,
+        iterations=2,
+        batch_size=4,
+        patch_size=16,
+        val_every=2,
+        device="cpu",
+        out_dir=str(tmp_path / "run"),
+    )
+    result = train(config, data=_tiny_pairs())
+    (folder / "tiny.pt").write_bytes(result.best_checkpoint.read_bytes())
+    monkeypatch.setattr(pretrained, "_FOLDER", folder)
+    return folder / "tiny.pt"
+
+
+def _tiny_pairs():
+    from napari_pclesr.data import PairedSequences, phantom_sequence
+
+    return PairedSequences([phantom_sequence(2, (64, 64), seed=s).frames for s in range(4)])
+
+
+def test_pretrained_names_resolve_wherever_a_checkpoint_is_accepted(shipped, capsys):
+    assert pretrained.available() == ["tiny"]
+    assert pretrained.resolve("pretrained:tiny") == shipped
+    assert pretrained.resolve("run/best.pt") == "run/best.pt"
+    assert load_checkpoint("pretrained:tiny")["model"]["name"] == "fsrcnn"
+    frame = np.random.default_rng(1).random((40, 40)).astype(np.float32)
+    np.testing.assert_array_equal(
+        super_resolve(frame, "pretrained:tiny", device="cpu"),
+        super_resolve(frame, shipped, device="cpu"),
+    )
+    with pytest.raises(ValueError, match=r"no pretrained network is called .huge.*pretrained:tiny"):
+        load_checkpoint("pretrained:huge")
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "pretrained:tiny" in listing and "2 iterations on sample data" in listing
+
+
+def test_fine_tuning_starts_from_the_given_weights(shipped, tmp_path):
+    start = load_checkpoint("pretrained:tiny")["state_dict"]
+    config = TrainConfig(
+        model="fsrcnn",
+        hparams=TINY_FSRCNN,
+        iterations=1,
+        batch_size=4,
+        patch_size=16,
+        lr=1e-9,  # one tiny step: the weights stay where they started
+        val_every=1,
+        device="cpu",
+        out_dir=str(tmp_path / "tuned"),
+        init_weights="pretrained:tiny",
+    )
+    result = train(config, data=_tiny_pairs())
+    tuned = load_checkpoint(result.best_checkpoint)
+    assert tuned["iteration"] == 1 and tuned["config"]["init_weights"] == "pretrained:tiny"
+    for name, value in start.items():
+        torch.testing.assert_close(tuned["state_dict"][name], value, atol=1e-6, rtol=0)
+    fresh = models.create("fsrcnn", **TINY_FSRCNN).state_dict()
+    assert any(not torch.allclose(fresh[n], start[n]) for n in start)
+    with pytest.raises(ValueError, match=r"holds a fsrcnn network .* --hparam features=8"):
+        train(config.replace(hparams={}, out_dir=str(tmp_path / "other")), data=_tiny_pairs())
+    assert not (tmp_path / "other" / "best.pt").exists()
+
+
+# -- pclesr evaluate ----------------------------------------------------------------------------
+
+
+def test_cli_evaluate_prints_the_table_and_writes_rows(tmp_path, capsys):
+    out = tmp_path / "rows.csv"
+    assert main(["evaluate", "--quick", "--baselines", "unsharp", "--csv", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| natural | unsharp | 2 |" in table and "| phantom | LR | 2 |" in table
+    header, *rows = out.read_text().splitlines()
+    assert header.startswith("set,image,method,ssim,psnr") and len(rows) == 8
+    assert main(["evaluate", "--quick", "--baselines", "unsharp", "--csv", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["evaluate", "--quick", "--baselines", "sharpest"]) == 2
+    assert "unknown baseline(s) sharpest" in capsys.readouterr().err
