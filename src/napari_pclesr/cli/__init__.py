@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "models",
     "export",
     "mosaic",
+    "experiment",
 )
 
 # What to change when a command runs out of memory.
