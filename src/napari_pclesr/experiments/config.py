@@ -493,17 +493,19 @@ class _Checker:
         """Build every TrainConfig now, so that a bad setting fails before any training."""
         for section in config.sections:
             for method in config.section_methods(section):
+                if method.settings.get("objective") == "cycle":
+                    self._check_cycle(config, section, method)
                 if method.trained:
                     for scale in SCALES:
                         self._train_config(config, section, method, scale)
-                if method.settings.get("objective") == "cycle":
-                    self._check_cycle(config, section, method)
 
     def _train_config(self, config, section, method, scale) -> None:
         from napari_pclesr.experiments.runner import train_config
 
+        # The run writes the unpaired target folder itself; its name stands in for it here.
+        extra = {"target_data": method.target_source} if method.target_source else {}
         try:
-            train_config(config, section, method, scale, out_dir=None)
+            train_config(config, section, method, scale, out_dir=None, **extra)
         except ValueError as exc:
             self.fail(f"methods.{method.key}.settings", f"(scale {scale}) {exc}")
 
