@@ -247,7 +247,7 @@ def test_default_hparams_are_a_copy():
 @pytest.mark.parametrize(
     ("name", "kwargs", "message"),
     [
-        ("srcnn", {}, "unknown model 'srcnn'; available models: densenet_sr, edsr"),
+        ("vdsr", {}, "unknown model 'vdsr'; available models: densenet_sr, edsr"),
         ("fsrcnn", {"scale": 3}, "scale must be one of 1, 2, 4, 8"),
         ("fsrcnn", {"scale": 2.0}, "scale must be one of"),
         ("edsr", {"scale": True}, "scale must be one of"),

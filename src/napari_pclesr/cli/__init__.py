@@ -41,6 +41,7 @@ COMMAND_MODULES = (
     "export",
     "mosaic",
     "evaluate",
+    "experiment",
 )
 
 # What to change when a command runs out of memory.

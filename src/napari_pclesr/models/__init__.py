@@ -2,7 +2,7 @@
 
 >>> from napari_pclesr import models
 >>> models.available()
-['densenet_sr', 'edsr', 'edsr_large', 'fsrcnn', 'srgan']
+['densenet_sr', 'edsr', 'edsr_large', 'fsrcnn', 'srcnn', 'srgan']
 >>> net = models.create("fsrcnn", scale=2)
 >>> models.count_parameters(net)
 12809
@@ -28,11 +28,13 @@ from napari_pclesr.models.registry import (
     register,
     spec,
 )
+from napari_pclesr.models.srcnn import SRCNN
 from napari_pclesr.models.srgan import SRGANGenerator
 
 __all__ = [
     "EDSR",
     "FSRCNN",
+    "SRCNN",
     "SUPPORTED_SCALES",
     "DenseNetSR",
     "Discriminator",

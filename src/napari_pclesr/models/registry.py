@@ -15,6 +15,7 @@ from napari_pclesr.models.densenet_sr import DenseNetSR
 from napari_pclesr.models.discriminator import Discriminator, check_discriminator_hparams
 from napari_pclesr.models.edsr import EDSR
 from napari_pclesr.models.fsrcnn import FSRCNN
+from napari_pclesr.models.srcnn import SRCNN
 from napari_pclesr.models.srgan import SRGANGenerator
 
 __all__ = [
@@ -84,6 +85,12 @@ register(
     DenseNetSR,
     {"low_features": 64, "blocks": 12, "layers": 8, "growth": 16},
     "DenseNet SR for CLE (Izadi et al. 2018): 12 dense blocks of 8 layers, growth 16",
+)
+register(
+    "srcnn",
+    SRCNN,
+    {"features": 64, "mid_features": 32, "first_kernel": 9, "mid_kernel": 1, "last_kernel": 5},
+    "SRCNN (Dong et al. 2014), 9-1-5, on the bicubic-enlarged input",
 )
 register(
     "srgan",
