@@ -14,16 +14,21 @@ from skimage import data, filters
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from napari_pclesr.metrics import (
+    NOISE_RATIO_LIMIT,
+    NOISE_SPACING_PX,
     ComparisonTable,
     compare,
     evaluate,
     evaluate_methods,
     gcf,
     gcf_weights,
+    noise_sigma,
+    noisy_contrast,
     psnr,
     ssim,
     tot_cs,
 )
+from napari_pclesr.metrics._noise import IMMERKAER_MASK, IMMERKAER_SCALE
 
 
 def skimage_ssim(image, reference, data_range=1.0, full=False):
@@ -293,6 +298,119 @@ def test_tot_cs_of_a_method_does_not_depend_on_the_other_methods(scene):
     for key in ("tot_cs", "ssim", "delta_gcf_lr"):
         assert alone["sharp"].mean[key] == together["sharp"].mean[key]
         assert alone["LR"].mean[key] == together["LR"].mean[key]
+
+
+# --- noise (Immerkær) ------------------------------------------------------------------------
+
+
+def smooth_image(shape=(256, 256)):
+    """A smooth blob on a ramp: structure the Immerkær mask almost entirely cancels."""
+    rows, cols = np.indices(shape) / np.array(shape)[:, None, None]
+    return 0.2 + 0.1 * cols + 0.5 * np.exp(-((rows - 0.4) ** 2 + (cols - 0.5) ** 2) / 0.08)
+
+
+@pytest.mark.parametrize("spacing", [1, 2, 4])
+@pytest.mark.parametrize("sigma", [0.005, 0.02, 0.05])
+def test_noise_estimate_recovers_the_sigma_of_gaussian_noise(sigma, spacing):
+    rng = np.random.default_rng(11)
+    noise = rng.normal(0.0, sigma, (4, 256, 256))
+    for background in (np.full((256, 256), 0.5), smooth_image()):
+        estimate = noise_sigma(background + noise, spacing=spacing)
+        # 4 × ~62,000 samples: the estimate's own spread is about 0.3 % of sigma.
+        np.testing.assert_allclose(estimate, sigma, rtol=0.02)
+    assert noise_sigma(smooth_image(), spacing=spacing) < 0.01 * sigma  # structure cancels
+
+
+def test_noise_estimate_is_the_published_3x3_filter_inside_the_mask():
+    rng = np.random.default_rng(5)
+    image = smooth_image((80, 96)) + rng.normal(0, 0.03, (80, 96))
+    response = np.abs(ndi.correlate(image, IMMERKAER_MASK))[1:-1, 1:-1]
+    assert IMMERKAER_MASK.sum() == 0 and (IMMERKAER_MASK**2).sum() == 36
+    assert noise_sigma(image) == pytest.approx(IMMERKAER_SCALE * response.mean(), rel=1e-12)
+    mask = np.hypot(*(np.indices(image.shape) - np.array([[[40]], [[48]]]))) < 30
+    # Only pixels whose whole 3×3 window lies inside the mask count.
+    whole = ndi.binary_erosion(mask, np.ones((3, 3)), border_value=0)[1:-1, 1:-1]
+    expected = IMMERKAER_SCALE * response[whole].mean()
+    assert noise_sigma(image, mask) == pytest.approx(expected, rel=1e-12)
+    # With taps 3 px apart, the same mask dilated: taps at 0, ±3.
+    dilated = np.zeros((7, 7))
+    dilated[::3, ::3] = IMMERKAER_MASK
+    spaced = np.abs(ndi.correlate(image, dilated))[3:-3, 3:-3]
+    assert noise_sigma(image, spacing=3) == pytest.approx(IMMERKAER_SCALE * spaced.mean())
+    # Nothing outside the mask matters.
+    outside = image.copy()
+    outside[~mask] = rng.random(int((~mask).sum()))
+    assert noise_sigma(outside, mask) == pytest.approx(noise_sigma(image, mask), rel=1e-12)
+
+
+def test_noise_estimate_of_a_stack_is_per_frame_and_scales_with_intensity():
+    rng = np.random.default_rng(2)
+    stack = 0.5 + rng.normal(0, 1, (3, 64, 64)) * np.array([0.01, 0.02, 0.04])[:, None, None]
+    estimates = noise_sigma(stack)
+    assert estimates.shape == (3,)
+    assert [noise_sigma(frame) for frame in stack] == pytest.approx(estimates, rel=1e-12)
+    np.testing.assert_allclose(noise_sigma(0.5 * stack), 0.5 * estimates, rtol=1e-12)
+    assert np.all(np.diff(estimates) > 0)
+
+
+def test_noise_estimate_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="spacing"):
+        noise_sigma(np.zeros((16, 16)), spacing=0)
+    with pytest.raises(ValueError, match="at least 9×9"):
+        noise_sigma(np.zeros((8, 16)), spacing=4)
+    mask = np.zeros((16, 16), bool)
+    mask[4:6, 4:10] = True
+    with pytest.raises(ValueError, match="neighbourhood"):
+        noise_sigma(np.zeros((16, 16)), mask)
+
+
+def test_noise_ratio_is_relative_to_the_lr_and_flags_contrast_bought_with_noise(scene):
+    hr, lr, sharpened, noisy = scene
+    results = evaluate_methods({"sharp": sharpened, "noisy": noisy}, hr, lr)
+    lr_noise = noise_sigma(lr, spacing=NOISE_SPACING_PX)
+    np.testing.assert_allclose(results["LR"].noise, lr_noise)
+    np.testing.assert_array_equal(results["LR"].noise_ratio, 1.0)
+    expected = noise_sigma(noisy, spacing=NOISE_SPACING_PX) / lr_noise
+    np.testing.assert_allclose(results["noisy"].noise_ratio, expected, rtol=1e-12)
+    table = compare(results)
+    assert table["noisy"].noisy_contrast and not table["sharp"].noisy_contrast
+    assert not table["LR"].noisy_contrast
+    assert "noisy ⚠" in table.to_text() and "⚠ = contrast gain" in table.to_text()
+    # The flag needs both: a contrast gain and noise above the limit.
+    assert noisy_contrast(0.1, NOISE_RATIO_LIMIT + 0.1)
+    assert not noisy_contrast(-0.1, 10 * NOISE_RATIO_LIMIT)
+    assert not noisy_contrast(2.0, NOISE_RATIO_LIMIT)
+
+
+def test_wiener_is_flagged_on_the_demos_data_and_a_mildly_smoothing_model_is_not():
+    """The calibration of NOISE_RATIO_LIMIT (docs/metrics.md) on one of the demo's test frames:
+    a 576×576 phantom (seed 1000) through a 30,000-fibre bundle with seed 000's noise."""
+    from napari_pclesr import FibreLayout, Simulator
+    from napari_pclesr.baselines import create
+    from napari_pclesr.data import phantom_sequence
+    from napari_pclesr.fibre import fibre_count_for
+    from napari_pclesr.infer import super_resolve
+
+    shape = (576, 576)
+    hr = phantom_sequence(1, shape, seed=1000).frames
+    simulator = Simulator(FibreLayout.synthetic(shape, fibre_count_for(shape), seed=1000))
+    lr = simulator.simulate(hr, sigma_mult=0.05, sigma_add=0.01, seed=1000)
+    mask = simulator.fov_mask
+    assert create("wiener").params["sigma"] == 2.0  # the seed paper's baseline
+    methods = {
+        "Wiener": super_resolve(lr, "wiener", device="cpu", fov_mask=mask),
+        "unsharp": super_resolve(lr, "unsharp", device="cpu", fov_mask=mask),
+        "mild smoothing": ndi.gaussian_filter(lr, (0, 0.7, 0.7)) * mask,
+        "truth": hr * mask,
+    }
+    table = compare(evaluate_methods(methods, hr * mask, lr, mask=mask))
+    assert table["Wiener"].noisy_contrast
+    assert table["Wiener"].mean["noise_ratio"] > 1.15 * NOISE_RATIO_LIMIT  # not a near miss
+    for name in ("unsharp", "mild smoothing", "truth"):
+        assert not table[name].noisy_contrast, name
+    assert table["truth"].mean["noise_ratio"] < 0.8 * NOISE_RATIO_LIMIT
+    # Tot_cs keeps its definition: Wiener still tops it, the flag only shows why.
+    assert table["Wiener"].mean["tot_cs"] > table["unsharp"].mean["tot_cs"]
 
 
 # --- evaluate and compare --------------------------------------------------------------------

@@ -13,11 +13,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from napari_pclesr.metrics._fidelity import psnr, ssim
 from napari_pclesr.metrics._gcf import gcf
 from napari_pclesr.metrics._inputs import as_mask_stack, as_unit_stack, check_same_shape
+from napari_pclesr.metrics._noise import noise_sigma
 
 # Scale (in GCF units) of the logistic that maps ΔGCF vs LR to (0, 1) in Tot_cs.
 TOT_CS_GCF_SCALE = 0.5
@@ -31,6 +31,22 @@ STATS_NOTE = (
     "when all differences are 0; the GCF test covers ΔGCF vs LR and vs HR-hat."
 )
 DEFAULT_BASELINE = "LR"
+#: Pixels between the taps of the noise estimate. pCLE noise is independent from fibre to
+#: fibre, not from pixel to pixel: Delaunay interpolation spreads each fibre's noise over its
+#: triangles. A Cellvizio-like bundle (30,000 fibres in a 576-pixel disc) has a lattice pitch
+#: of 3.2 px, so taps 4 px apart, the first whole number above it, see different fibres.
+NOISE_SPACING_PX = 4
+#: A method whose mean ΔGCF vs LR is positive while its mean noise ratio exceeds this is
+#: flagged: its contrast gain is likely amplified noise. Calibrated in docs/metrics.md.
+NOISE_RATIO_LIMIT = 3.0
+NOISE_FLAG_NOTE = (
+    "⚠ = contrast gain (ΔGCF vs LR > 0) with a noise ratio above {limit:g}: the extra contrast is "
+    "likely amplified noise, not detail."
+)
+NOISE_DEFINITION = (
+    f"noise σ: Immerkær's estimate (1996) with its 3×3 mask's taps {NOISE_SPACING_PX} px apart "
+    "(more than one fibre pitch), inside the FoV; noise ratio = noise σ(method) / noise σ(LR)."
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,8 @@ SCORES = (
     Score("delta_gcf_lr", "ΔGCF vs LR", 4, False),
     Score("delta_gcf_hr", "ΔGCF vs HR-hat", 4, False),
     Score("tot_cs", "Tot_cs", 4, True),
+    Score("noise", "noise σ", 4, False),
+    Score("noise_ratio", "noise ratio", 3, False),
 )
 
 
@@ -83,7 +101,9 @@ def tot_cs(ssim_values, delta_gcf_lr):
 class FrameScores:
     """Per-frame scores of one method, each a (T,) float64 array (T = 1 for a single image).
 
-    ``delta_gcf_lr`` is GCF(method) − GCF(LR) and ``delta_gcf_hr`` GCF(method) − GCF(HR-hat).
+    ``delta_gcf_lr`` is GCF(method) − GCF(LR) and ``delta_gcf_hr`` GCF(method) − GCF(HR-hat);
+    ``noise`` the no-reference noise estimate (:func:`noise_sigma` on the fibre grid) and
+    ``noise_ratio`` noise(method) / noise(LR).
     """
 
     ssim: np.ndarray
@@ -91,6 +111,8 @@ class FrameScores:
     gcf: np.ndarray
     delta_gcf_lr: np.ndarray
     delta_gcf_hr: np.ndarray
+    noise: np.ndarray
+    noise_ratio: np.ndarray
 
     @property
     def tot_cs(self) -> np.ndarray:
@@ -117,7 +139,7 @@ class FrameScores:
 FIELD_NAMES = tuple(f.name for f in fields(FrameScores))  # the stored per-frame arrays
 
 
-def evaluate(sr, hr_hat, lr, mask=None) -> FrameScores:
+def evaluate(sr, hr_hat, lr, mask=None, noise_spacing: int = NOISE_SPACING_PX) -> FrameScores:
     """Score an SR result against HR-hat and the LR input it was made from.
 
     Parameters
@@ -127,15 +149,19 @@ def evaluate(sr, hr_hat, lr, mask=None) -> FrameScores:
         divided by 255; see :func:`gcf` for values outside [0, 1]).
     mask : array_like of bool, optional
         Field of view, (H, W) or (T, H, W), used by every score (see :func:`ssim`,
-        :func:`psnr`, :func:`gcf`).
+        :func:`psnr`, :func:`gcf`, :func:`noise_sigma`).
+    noise_spacing : int
+        Spacing of the noise estimate's taps (:func:`noise_sigma`): the fibre pitch in pixels.
 
     Returns
     -------
     FrameScores
         SSIM(SR, HR-hat), PSNR(SR, HR-hat) with data range 1, GCF(SR), ΔGCF vs LR and ΔGCF
-        vs HR-hat, one value per frame.
+        vs HR-hat, the noise estimate and its ratio to the LR's, one value per frame.
     """
-    return evaluate_methods({"SR": sr}, hr_hat, lr, mask=mask, baseline=None)["SR"]
+    return evaluate_methods(
+        {"SR": sr}, hr_hat, lr, mask=mask, baseline=None, noise_spacing=noise_spacing
+    )["SR"]
 
 
 def evaluate_methods(
@@ -144,16 +170,17 @@ def evaluate_methods(
     lr,
     mask=None,
     baseline: str | None = DEFAULT_BASELINE,
+    noise_spacing: int = NOISE_SPACING_PX,
 ) -> dict[str, FrameScores]:
     """Score several SR results of the same LR input, plus the LR baseline itself.
 
-    GCF(LR) and GCF(HR-hat) are computed once for all methods.
+    GCF(LR), GCF(HR-hat) and the LR's noise are computed once for all methods.
 
     Parameters
     ----------
     sr_by_method : mapping of str to array_like
         SR frames or stacks by method name, each of the shape of ``hr_hat`` and ``lr``.
-    hr_hat, lr, mask
+    hr_hat, lr, mask, noise_spacing
         As in :func:`evaluate`.
     baseline : str or None
         Name under which the LR input is scored as a method of its own (first in the result);
@@ -178,30 +205,51 @@ def evaluate_methods(
     as_mask_stack(mask, shape)  # fail early on a bad mask, before any work
     gcf_lr = gcf(lr_stack, mask)
     gcf_hr = gcf(hr_stack, mask)
+    noise_lr = noise_sigma(lr_stack, mask, noise_spacing)
     to_score = {baseline: lr_stack} if baseline is not None else {}
     to_score.update(zip(sr_by_method, stacks.values(), strict=True))
     results = {}
     for name, stack in to_score.items():
-        gcf_values = gcf_lr if stack is lr_stack else gcf(stack, mask)
+        is_lr = stack is lr_stack
+        gcf_values = gcf_lr if is_lr else gcf(stack, mask)
+        noise = noise_lr if is_lr else noise_sigma(stack, mask, noise_spacing)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a noiseless LR: inf or NaN
+            noise_ratio = noise / noise_lr
         results[name] = FrameScores(
             ssim=ssim(stack, hr_stack, 1.0, mask),
             psnr=psnr(stack, hr_stack, 1.0, mask),
             gcf=gcf_values,
             delta_gcf_lr=gcf_values - gcf_lr,
             delta_gcf_hr=gcf_values - gcf_hr,
+            noise=noise,
+            noise_ratio=noise_ratio,
         )
     return results
 
 
 @dataclass(frozen=True)
 class MethodSummary:
-    """One row of the comparison: mean, std and p-value vs the baseline of each score."""
+    """One row of the comparison: mean, std and p-value vs the baseline of each score.
+
+    ``noisy_contrast`` flags a method whose mean ΔGCF vs LR is positive while its mean noise
+    ratio exceeds :data:`NOISE_RATIO_LIMIT` (see :func:`noisy_contrast`).
+    """
 
     name: str
     n_frames: int
     mean: dict[str, float]
     std: dict[str, float]
     p_value: dict[str, float]
+    noisy_contrast: bool = False
+
+
+def noisy_contrast(mean_delta_gcf_lr: float, mean_noise_ratio: float) -> bool:
+    """Whether a contrast gain comes with more noise than :data:`NOISE_RATIO_LIMIT` allows.
+
+    Tot_cs keeps its definition; this flag only makes visible that a high ΔGCF (and so a high
+    Tot_cs) can be bought with noise, as the seed papers warn.
+    """
+    return bool(mean_delta_gcf_lr > 0 and mean_noise_ratio > NOISE_RATIO_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -220,8 +268,15 @@ class ComparisonTable:
 
     @property
     def footer(self) -> str:
-        """How Tot_cs and the statistics are defined."""
-        return f"{TOT_CS_DEFINITION}\n{STATS_NOTE.format(baseline=self.baseline)}"
+        """How Tot_cs, the noise flag and the statistics are defined."""
+        return "\n".join(
+            (
+                TOT_CS_DEFINITION,
+                NOISE_DEFINITION,
+                NOISE_FLAG_NOTE.format(limit=NOISE_RATIO_LIMIT),
+                STATS_NOTE.format(baseline=self.baseline),
+            )
+        )
 
     def to_text(self) -> str:
         """A plain-text table (mean ± std per score, p-values vs the baseline) and footer."""
@@ -229,7 +284,7 @@ class ComparisonTable:
         header += [f"p({s.label.split(' [')[0]})" for s in SCORES if s.tested]
         lines = [header]
         for row in self.rows:
-            cells = [row.name, str(row.n_frames)]
+            cells = [row.name + (" ⚠" if row.noisy_contrast else ""), str(row.n_frames)]
             cells += [format_mean_std(row.mean[s.key], row.std[s.key], s.digits) for s in SCORES]
             cells += [format_p_value(row.p_value[s.key]) for s in SCORES if s.tested]
             lines.append(cells)
@@ -247,7 +302,11 @@ class ComparisonTable:
         """One flat dict per row: mean, std, p-value and, given ``frame``, that frame's values."""
         records = []
         for row in self.rows:
-            record: dict[str, object] = {"method": row.name, "frames": row.n_frames}
+            record: dict[str, object] = {
+                "method": row.name,
+                "frames": row.n_frames,
+                "noisy_contrast": row.noisy_contrast,
+            }
             if frame is not None:
                 record["frame"] = frame
                 frame_scores = self.scores[row.name]
@@ -284,6 +343,8 @@ class ComparisonTable:
             "per_frame": {name: scores.to_dict() for name, scores in self.scores.items()},
             "definitions": {
                 "tot_cs": TOT_CS_DEFINITION,
+                "noise": NOISE_DEFINITION,
+                "noisy_contrast": NOISE_FLAG_NOTE.format(limit=NOISE_RATIO_LIMIT),
                 "statistics": STATS_NOTE.format(baseline=self.baseline),
             },
         }
@@ -330,10 +391,15 @@ def _summarise(name: str, scores: FrameScores, reference: FrameScores) -> Method
             std[score.key] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
         if score.tested:
             p_value[score.key] = _paired_p_value(values, reference.values(score.key))
-    return MethodSummary(name, scores.n_frames, mean, std, p_value)
+    flag = noisy_contrast(mean["delta_gcf_lr"], mean["noise_ratio"])
+    return MethodSummary(name, scores.n_frames, mean, std, p_value, flag)
 
 
 def _paired_p_value(values: np.ndarray, reference: np.ndarray) -> float:
+    # Imported here: scipy.stats takes about a second to import, which the metrics dock must
+    # not spend in the UI thread when it opens.
+    from scipy import stats
+
     differences = values - reference
     if len(values) < 2 or not np.all(np.isfinite(differences)) or not differences.any():
         return math.nan
