@@ -18,6 +18,8 @@ from dock_helpers import (
     wait_ready,
 )
 
+from napari_pclesr.data import phantom
+
 pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-pclesr"
@@ -106,12 +108,19 @@ def test_every_control_of_every_dock_has_a_tooltip(make_napari_viewer, qtbot):
         assert controls_without_tooltip(dock) == [], name
 
 
+def _train_on_a_small_layer(viewer, training, tmp_path) -> None:
+    """A long run of a tiny network on one 64×64 phantom: quick to set up."""
+    viewer.add_image(phantom((64, 64), seed=9), name="small HR")
+    training._source.value = "simulated"
+    training._hr_layers.value = [viewer.layers["small HR"]]
+    set_up_tiny_training(training, tmp_path / "run", iterations=100_000, val_every=100_000)
+
+
 def _long_jobs(viewer, docks, tmp_path, qtbot) -> dict:
     """Start a job that runs for a while in each dock (training first, until its first
     step); returns the workers by dock name."""
     training = docks["Train an SR model"]
-    training._source.value = "sample"
-    set_up_tiny_training(training, tmp_path / "run", iterations=100_000, val_every=100_000)
+    _train_on_a_small_layer(viewer, training, tmp_path)
     workers = {"Train an SR model": training.start()}
     qtbot.waitUntil(lambda: training._progress.value > 0, timeout=TIMEOUT_MS)
 
@@ -149,9 +158,10 @@ def test_closing_each_dock_mid_run_then_the_viewer_is_clean(
     records = len(notification_manager.records)
     recwarn.clear()  # napari's own start-up warnings (the Qt backend's deprecation)
     for name, dock in docks.items():
+        assert _listeners(viewer, dock), name  # it listened while open
         viewer.window.remove_dock_widget(dock.parentWidget())  # napari's × does this
         assert dock.closed, name
-        assert dock._listening == [], name
+        assert _listeners(viewer, dock) == [], name
     for worker in workers.values():
         qtbot.waitUntil(lambda worker=worker: not worker.is_running, timeout=TIMEOUT_MS)
     qtbot.wait(200)
@@ -167,6 +177,23 @@ def test_closing_each_dock_mid_run_then_the_viewer_is_clean(
     viewer.close()
     qtbot.wait(100)
     assert [str(warning.message) for warning in recwarn] == []
+
+
+def _listeners(viewer, dock) -> list[str]:
+    """The viewer and layer events that would still call one of ``dock``'s methods."""
+    emitters = [
+        getattr(viewer.layers.events, name) for name in ("inserted", "removed", "reordered")
+    ]
+    emitters.append(viewer.dims.events.current_step)
+    for layer in viewer.layers:
+        emitters += [layer.events.data, layer.events.name]
+    found = []
+    for emitter in emitters:
+        for callback in emitter.callbacks:  # a bound method is kept as (weakref, name)
+            owner = callback[0]() if isinstance(callback, tuple) else None
+            if owner is dock:
+                found.append(callback[1])
+    return found
 
 
 def test_closing_the_viewer_mid_run_stops_every_job(make_napari_viewer, qtbot, tmp_path, recwarn):
@@ -188,8 +215,7 @@ def test_hiding_the_training_dock_stops_the_run_and_says_where_the_model_is(
     viewer = make_napari_viewer(show=True)
     _, training = viewer.window.add_plugin_dock_widget(PLUGIN, "Train an SR model")
     wait_ready(qtbot, training)
-    training._source.value = "sample"
-    set_up_tiny_training(training, tmp_path / "run", iterations=100_000, val_every=100_000)
+    _train_on_a_small_layer(viewer, training, tmp_path)
     training.start()
     qtbot.waitUntil(lambda: training._progress.value > 0, timeout=TIMEOUT_MS)
     training.parentWidget().close()  # the dock's "hide this panel" button
@@ -268,11 +294,12 @@ def test_status_line_wraps_elides_and_never_widens():
     assert status.height() < 2 * metrics.lineSpacing()
 
 
-def test_plot_ticks_and_bars():
+def test_plot_ticks_and_bars(qtbot):  # qtbot: a QApplication for the widgets
     from napari_pclesr._napari._plots import Bar, BarChart, LinePlot, nice_ticks, tick_label
 
     assert nice_ticks(0.0, 1.0) == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    assert nice_ticks(0.013, 0.047) == pytest.approx([0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045])
+    # The step is the smallest round one giving at most ``target`` intervals.
+    assert nice_ticks(0.013, 0.047) == pytest.approx([0.02, 0.03, 0.04])
     assert nice_ticks(-3.0, 12.0) == pytest.approx([0, 5, 10])
     assert tick_label(0.25, [0.0, 0.25]) == "0.25" and tick_label(200.0, [0.0, 100.0]) == "200"
     plot = LinePlot("step", "loss", log_y=True)

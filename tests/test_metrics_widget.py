@@ -86,13 +86,13 @@ def test_dock_computes_the_table_follows_the_slider_and_exports(
             stacks["hr"],
             stacks["lr"],
             mask=stacks["mask"],
-            baseline="LR input (LR)",
+            baseline="input · LR input",
         ),
-        baseline="LR input (LR)",
+        baseline="input · LR input",
     )
     assert widget.table_widget.rowCount() == 3
     assert [cell(widget, r, "Method") for r in range(3)] == [
-        "LR input (LR)",
+        "input · LR input",
         "sharp SR",
         "noisy SR",
     ]
@@ -126,7 +126,7 @@ def test_dock_computes_the_table_follows_the_slider_and_exports(
     widget.export_csv(path)
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line[:1] != "#"]
     rows = list(csv.DictReader(lines))
-    assert [row["method"] for row in rows] == ["LR input (LR)", "sharp SR", "noisy SR"]
+    assert [row["method"] for row in rows] == ["input · LR input", "sharp SR", "noisy SR"]
     assert int(rows[1]["frame"]) == 2
     assert float(rows[1]["ssim_frame"]) == pytest.approx(scores["sharp SR"].ssim[2], rel=1e-12)
     assert float(rows[2]["tot_cs_mean"]) == pytest.approx(expected["noisy SR"].mean["tot_cs"])
@@ -153,7 +153,7 @@ def test_dock_restarts_for_a_new_choice_and_new_data(make_napari_viewer, qtbot, 
     widget.select(["sharp SR", "noisy SR"], "HR-hat", "LR input")
     widget.select(["noisy SR"], "HR-hat", "LR input")  # supersedes the first request at once
     wait_done(qtbot, widget)
-    assert [cell(widget, r, "Method") for r in range(2)] == ["LR input (LR)", "noisy SR"]
+    assert [cell(widget, r, "Method") for r in range(2)] == ["input · LR input", "noisy SR"]
 
     viewer.layers["noisy SR"].data = stacks["hr"]  # a perfect SR: SSIM 1 on every frame
     wait_done(qtbot, widget)
@@ -197,9 +197,9 @@ def test_dock_ignores_a_misfit_mask_and_scores_single_frames(make_napari_viewer,
     assert "Ignored the field-of-view mask of 'LR'" in widget.status.text()
     expected = compare(
         evaluate_methods(
-            {"SR": stacks["sharp"][0]}, stacks["hr"][0], stacks["lr"][0], baseline="LR (LR)"
+            {"SR": stacks["sharp"][0]}, stacks["hr"][0], stacks["lr"][0], baseline="input · LR"
         ),
-        baseline="LR (LR)",
+        baseline="input · LR",
     )
     assert cell(widget, 1, "SSIM") == f"{expected['SR'].mean['ssim']:.4f}"
     assert cell(widget, 1, "p (Tot_cs)") == "—"
@@ -273,7 +273,7 @@ def test_the_dock_opens_without_a_warning_and_ticks_only_fitting_results(make_na
     assert widget.selected_sr_names() == ["SR · copy"]
     wait_done(qtbot, widget)
     assert widget.current_table["SR · copy"].mean["ssim"] == pytest.approx(
-        widget.current_table["LR (simulated) (LR)"].mean["ssim"]
+        widget.current_table["input · LR (simulated)"].mean["ssim"]
     )
     assert warnings_since(before) == []
 

@@ -70,6 +70,9 @@ COMBO_CHARACTERS = 12
 #: Width a dock asks for: with napari's layer list (~340 px) it leaves the canvas more than
 #: half of a 1,280 px wide window. Users can still drag it wider.
 DOCK_WIDTH = 270
+#: A result is "worse than its input" when its SSIM is below the LR's by more than this (the
+#: no-harm tolerance of the pretrained models' quality bar): a tie is not a warning.
+WORSE_MARGIN = 0.005
 LEVEL_COLOURS = {"info": None, "warning": "#e8a33d", "error": "#f0605a"}
 
 
@@ -368,14 +371,15 @@ def _fitting_prefix(word: str, metrics: QFontMetrics, width: int) -> int:
 
 
 class Form(QWidget):
-    """Labelled rows of controls. Labels wrap in a narrow dock (a long row puts its field under
-    its label) and carry the control's tooltip; :meth:`set_row_visible` hides a whole row."""
+    """Labelled rows of controls, each label above its control (a narrow dock has no room
+    beside it); labels wrap and carry the control's tooltip. :meth:`set_row_visible` hides a
+    whole row."""
 
     def __init__(self, controls=(), parent: QWidget | None = None):
         super().__init__(parent)
         self._layout = QFormLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
-        self._layout.setRowWrapPolicy(QFormLayout.WrapLongRows)
+        self._layout.setRowWrapPolicy(QFormLayout.WrapAllRows)
         self._layout.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self._labels: dict[int, QLabel] = {}
         for control in controls:
@@ -467,9 +471,6 @@ class Collapsible(QWidget):
         self.button.setArrowType(Qt.DownArrow if expanded else Qt.RightArrow)
         self.content.setVisible(expanded)
 
-    def is_expanded(self) -> bool:
-        return self.button.isChecked()
-
 
 # -- the dock -----------------------------------------------------------------------------------
 
@@ -484,6 +485,8 @@ class PclesrDock(QWidget):
 
     Attributes
     ----------
+    title : str
+        The dock's name, as its notifications begin (a class attribute).
     viewer : napari.Viewer
     worker : napari worker or None
         The running job, if any (the one *Stop* ends).
@@ -492,11 +495,14 @@ class PclesrDock(QWidget):
     status : StatusLine
     """
 
+    title = ""
+
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
         self.closed = False
+        self._last_notified = ""
         self._listening: list[tuple[object, Callable]] = []
         self._controls: list = []
         self._forms: list[Form] = []
@@ -540,8 +546,12 @@ class PclesrDock(QWidget):
     # -- building -------------------------------------------------------------------------------
 
     def add_widget(self, widget: QWidget, stretch: int = 0) -> QWidget:
-        """Add any widget to the scrolling body (below what is there)."""
-        self._body_layout.insertWidget(self._body_layout.count() - 1, widget, stretch)
+        """Add any widget to the scrolling body (below what is there); one with a stretch
+        (a plot, a table) takes the body's spare height."""
+        last = self._body_layout.count() - 1  # the stretch keeping rows at the top
+        self._body_layout.insertWidget(last, widget, stretch)
+        if stretch:
+            self._body_layout.setStretch(last + 1, 0)
         return widget
 
     def add_rows(self, controls) -> Form:
@@ -600,9 +610,18 @@ class PclesrDock(QWidget):
             return
         self.status.set_message(message, level)
         if level in ("warning", "error"):
-            from napari.utils.notifications import show_error, show_warning
+            self.notify(message, level)
 
-            (show_error if level == "error" else show_warning)(message)
+    def notify(self, message: str, level: str = "info") -> None:
+        """A napari notification naming the dock; a message repeated at once is not notified
+        again (the status line still shows it)."""
+        if self.closed or message == self._last_notified:
+            return
+        from napari.utils.notifications import show_error, show_info, show_warning
+
+        self._last_notified = message
+        show = {"info": show_info, "warning": show_warning, "error": show_error}[level]
+        show(f"{self.title}: {message}" if self.title else message)
 
     # -- viewer events --------------------------------------------------------------------------
 
@@ -721,10 +740,6 @@ class PclesrDock(QWidget):
         if handler is not None and not self.closed:
             handler()
 
-    def is_busy(self) -> bool:
-        """Whether the dock's job is running."""
-        return self.worker is not None
-
     def stop(self) -> None:
         """Ask the running job to stop (what the Stop button does)."""
         if self.worker is not None:
@@ -765,14 +780,10 @@ class PclesrDock(QWidget):
             return
         if self.worker is not None:
             self._request_stop()
-        self._closing()
         self.closed = True
         self._disconnect_all()
         if wait:
             self.wait_for_workers()
-
-    def _closing(self) -> None:
-        """Hook run once when the dock closes, before its widgets become unusable."""
 
     @property
     def _dock_widget(self) -> QDockWidget | None:

@@ -98,6 +98,8 @@ class InferenceWidget(PclesrDock):
     model its ``scale`` and ``translate`` make it overlay the input.
     """
 
+    title = "Super-resolve"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self._image = tip(
@@ -156,7 +158,9 @@ class InferenceWidget(PclesrDock):
             ProgressBar(label="Progress", min=0, max=1, value=0), "Frames super-resolved so far."
         )
         self.add_rows([self._image, self._source, self._checkpoint, self._baseline_scale])
-        self.add_advanced([self._device, self._tile, self._overlap, self._batch_size, self._half])
+        self._advanced = self.add_advanced(
+            [self._device, self._tile, self._overlap, self._batch_size, self._half]
+        )
         self.add_actions(self._run, self._stop)
         self.add_footer(self._progress)
         self.report("Pick the input image and a method, then press Run.")

@@ -28,15 +28,16 @@ from qtpy.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_pclesr._napari._docks import (
     FOV_MASK_KEY,
     LEVEL_COLOURS,
+    WORSE_MARGIN,
     Form,
     PclesrDock,
+    fit_narrow,
     layer_role,
     tip,
 )
@@ -55,10 +56,12 @@ from napari_pclesr.metrics._compare import (
 from napari_pclesr.metrics._inputs import CHUNK_PIXELS
 
 NO_LAYER = "—"
-BASELINE_SUFFIX = " (LR)"
+#: The input's row is named "input · <layer>": read first, it stays clear when elided.
+BASELINE_PREFIX = "input · "
 WARNING_MARK = "⚠ "
 LR_COLOUR = "#8c8c8c"
 WORSE_COLOUR = LEVEL_COLOURS["warning"]
+METHOD_COLUMN_WIDTH = 110
 #: The table always shows this many rows (the LR and two results) without scrolling.
 TABLE_ROWS_SHOWN = 3
 
@@ -239,10 +242,11 @@ class MetricsWidget(PclesrDock):
         The viewer whose image layers are offered.
     """
 
+    title = "SR metrics"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self._job: _Job | None = None
-        self._last_notified = ""
         self._known_layers: set[int] = set()
         self._watched: list = []
         self.current_table: ComparisonTable | None = None
@@ -264,7 +268,7 @@ class MetricsWidget(PclesrDock):
             "the input's size are ticked when they appear.",
         )
         self.sr_list.setSelectionMode(QAbstractItemView.NoSelection)
-        self.sr_list.setMaximumHeight(5 * self.sr_list.fontMetrics().height() + 8)
+        self.sr_list.setMaximumHeight(4 * self.sr_list.fontMetrics().height() + 8)
         self.hr_combo = tip(
             QComboBox(),
             "The reference the results should match: the true image of a phantom, or HR-hat "
@@ -287,6 +291,11 @@ class MetricsWidget(PclesrDock):
         self.table_widget.verticalHeader().setVisible(False)
         header = self.table_widget.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        # Method names can be long: that column keeps a fixed width and elides (the full
+        # name is in the cell's tooltip), so the key scores stay in view in a narrow dock.
+        header.setSectionResizeMode(0, QHeaderView.Interactive)
+        self.table_widget.setColumnWidth(0, METHOD_COLUMN_WIDTH)
+        self.table_widget.setTextElideMode(Qt.ElideRight)
         for index, column in enumerate(COLUMNS):
             item = QTableWidgetItem(column.title)
             item.setToolTip(column.tooltip)
@@ -312,21 +321,22 @@ class MetricsWidget(PclesrDock):
             "Mean of the chosen score per method; the whiskers span ± one standard deviation "
             "over the frames. Grey: the input (LR); orange: worse than the input."
         )
-        chart_box = QWidget()
-        chart_layout = QVBoxLayout(chart_box)
-        chart_layout.setContentsMargins(0, 0, 0, 0)
-        chart_row = QHBoxLayout()
-        chart_row.addWidget(QLabel("Chart:"))
-        chart_row.addWidget(self.chart_score, 1)
-        chart_layout.addLayout(chart_row)
-        chart_layout.addWidget(self.chart, 1)
+        options = QWidget()
+        row = QHBoxLayout(options)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.more_columns)
+        row.addStretch(1)
+        row.addWidget(QLabel("Chart:"))
+        row.addWidget(self.chart_score)
+        fit_narrow(self.chart_score)
+        # Table and chart share the height; the user can move the boundary.
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(self.table_widget)
-        splitter.addWidget(chart_box)
+        splitter.addWidget(self.chart)
         splitter.setChildrenCollapsible(False)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 1)
-        self.add_widget(self.more_columns)
+        self.add_widget(options)
         self.add_widget(splitter, stretch=1)
 
         self.definitions = QLabel(DEFINITIONS)
@@ -500,14 +510,14 @@ class MetricsWidget(PclesrDock):
             self._cancel()
             self._job = None
             self._show(None)
-            self._report(str(exc), getattr(exc, "level", "warning"))
+            self.report(str(exc), getattr(exc, "level", "warning"))
             return
         job = self._job
         if job is None or not _same_job(job, spec):
             self._cancel()
             job = self._job = _Job(**spec)
             if job.notes:
-                self._notify(job.notes.strip(), "warning")
+                self.notify(job.notes.strip(), "warning")
         if self.worker is None and not job.done.all():
             self._start_scoring(job, self.current_frame())
         self._show(job)
@@ -554,7 +564,7 @@ class MetricsWidget(PclesrDock):
             "hr_data": hr_layer.data,
             "lr_data": lr_layer.data,
             "mask": mask,
-            "baseline": lr_layer.name + BASELINE_SUFFIX,
+            "baseline": BASELINE_PREFIX + lr_layer.name,
             "n_frames": shape[0] if len(shape) == 3 else 1,
             "frame_shape": frame_shape,
             "layers": chosen,
@@ -597,7 +607,7 @@ class MetricsWidget(PclesrDock):
 
     def _on_failed(self, job: _Job, exc: Exception) -> None:
         if job is self._job:
-            self._report(f"The computation failed: {exc}", "error")
+            self.report(f"The computation failed: {exc}", "error")
 
     def is_busy(self) -> bool:
         """Whether frames of the current choice are still being scored."""
@@ -619,7 +629,7 @@ class MetricsWidget(PclesrDock):
         worse = []
         for row_index, row in enumerate(table.rows):
             now = job.frame_scores(row.name, frame)
-            is_worse = row.name != table.baseline and row.mean["ssim"] < baseline.mean["ssim"]
+            is_worse = _worse(row, baseline)
             notes = []
             if is_worse:
                 worse.append(row.name)
@@ -641,8 +651,10 @@ class MetricsWidget(PclesrDock):
                     if column.kind == "name"
                     else Qt.AlignRight | Qt.AlignVCenter
                 )
-                if notes:
-                    item.setToolTip("\n".join(notes))
+                if notes or column.kind == "name":
+                    item.setToolTip(
+                        "\n".join([row.name, *notes]) if column.kind == "name" else "\n".join(notes)
+                    )
                 if is_worse:
                     item.setForeground(QBrush(QColor(WORSE_COLOUR)))
                 self.table_widget.setItem(row_index, column_index, item)
@@ -657,9 +669,11 @@ class MetricsWidget(PclesrDock):
         level = "warning" if job.notes else "info"
         if worse and done == job.n_frames:
             names = ", ".join(f"'{name}'" for name in worse)
-            self._report(f"{names} score(s) below the input (LR): worse than no processing.")
+            self.report(
+                f"{names} score(s) below the input (LR): worse than no processing.", "warning"
+            )
             return
-        self._set_status(message, level)
+        self.status.set_message(message, level)
 
     def _draw_chart(self) -> None:
         table = self.current_table
@@ -668,12 +682,11 @@ class MetricsWidget(PclesrDock):
             self.chart.set_bars([])
             return
         title, digits, _ = _SCORE_HELP[key]
-        baseline_ssim = table[table.baseline].mean["ssim"]
         bars = []
         for row in table.rows:
             if row.name == table.baseline:
                 colour = LR_COLOUR
-            elif row.mean["ssim"] < baseline_ssim:
+            elif _worse(row, table[table.baseline]):
                 colour = WORSE_COLOUR
             else:
                 colour = PALETTE[0]
@@ -685,8 +698,8 @@ class MetricsWidget(PclesrDock):
         if self.current_table is None or self.is_busy():
             raise ValueError("No complete table to export yet; wait until all frames are scored.")
         self.current_table.to_csv(path, frame=self.current_frame())
-        self._report(f"Saved the table to {path}.", "info")
-        self._notify(f"Saved the table to {path}.", "info")
+        self.report(f"Saved the table to {path}.")
+        self.notify(f"Saved the table to {path}.")
 
     def _choose_csv_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
@@ -695,27 +708,12 @@ class MetricsWidget(PclesrDock):
         try:
             self.export_csv(path)
         except (ValueError, OSError) as exc:
-            self._report(f"Export failed: {exc}", "error")
+            self.report(f"Export failed: {exc}", "error")
 
-    def _report(self, message: str, level: str = "warning") -> None:
-        """Show a message in the status line and, unless it is plain info, as a notification
-        (once per distinct message: the status line keeps it)."""
-        self._set_status(message, level)
-        if level != "info":
-            self._notify(message, level)
 
-    def _set_status(self, message: str, level: str) -> None:
-        if not self.closed:
-            self.status.set_message(message, level)
-
-    def _notify(self, message: str, level: str) -> None:
-        if self.closed or message == self._last_notified:
-            return
-        from napari.utils.notifications import show_error, show_info, show_warning
-
-        self._last_notified = message
-        notify = {"info": show_info, "warning": show_warning, "error": show_error}[level]
-        notify(f"SR metrics: {message}")
+def _worse(row, baseline) -> bool:
+    """Whether a result's mean SSIM is below its input's by more than :data:`WORSE_MARGIN`."""
+    return row.name != baseline.name and row.mean["ssim"] < baseline.mean["ssim"] - WORSE_MARGIN
 
 
 def _cell_text(column: Column, row, now: FrameScores, is_worse: bool) -> str:

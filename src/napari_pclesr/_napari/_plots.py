@@ -42,7 +42,8 @@ def tick_label(value: float, ticks: list[float]) -> str:
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(value) or 1.0
     if step >= 1e4 or step < 1e-4:
         return f"{value:.2g}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    # The fewest decimals that write the step exactly (0.25 needs two, 0.2 one).
+    decimals = next(d for d in range(8) if abs(round(step, d) - step) <= 1e-9 * step)
     text = f"{value:.{decimals}f}"
     return "0" if text.lstrip("-").strip("0.") == "" else text
 
@@ -174,11 +175,18 @@ class LinePlot(_Chart):
         if not self.log_y:
             ticks = nice_ticks(low, high)
             return ticks, [tick_label(t, ticks) for t in ticks]
-        values = []
-        for power in range(math.floor(low), math.ceil(high) + 1):
-            values += [math.log10(m) + power for m in (1, 2, 5)]
-        inside = [v for v in values if low <= v <= high] or [low, high]
-        return inside, [f"{10**v:.3g}" for v in inside]
+        # 1, 2, 5 per decade; within a single decade every digit, to get at least three.
+        for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+            inside = [
+                math.log10(m) + power
+                for power in range(math.floor(low), math.ceil(high) + 1)
+                for m in mantissas
+                if low <= math.log10(m) + power <= high
+            ]
+            if len(inside) >= 3:
+                break
+        inside = inside or [low, high]
+        return inside, [f"{10**v:.2g}" for v in inside]
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)

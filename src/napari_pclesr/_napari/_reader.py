@@ -294,6 +294,6 @@ def _raw_bundle_layers(path: Path) -> list[tuple]:
     reconstructed, meta = read_sequence(path, background=background)
     layout = meta["fibre_layout"]
     return [
-        image_layer(reconstructed, meta, f"{path.stem} (reconstructed)"),
-        layout_layer(layout, f"{path.stem} (fibre cores)", path=None, visible=False),
+        image_layer(reconstructed, meta, f"{path.stem} reconstructed"),
+        layout_layer(layout, f"{path.stem} cores", path=None, visible=False),
     ]

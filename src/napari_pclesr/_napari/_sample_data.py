@@ -48,11 +48,13 @@ def _image(data, name: str, role: str, metadata: dict) -> tuple:
     return (data, {**attributes, "metadata": {**metadata, ROLE_KEY: role}}, "image")
 
 
-def _lr_metadata(simulator, **extra) -> dict:
+def _lr_metadata(simulator, source: str, **extra) -> dict:
+    # "simulated_from" lets the simulator dock update this layer when its noise is tuned.
     return {
         "fibre_layout": simulator.layout,
         "fov_mask": simulator.fov_mask,
         "simulator": {**NOISE, "n_fibres": simulator.layout.n_fibres, "signal": "voronoi"},
+        "simulated_from": source,
         **extra,
     }
 
@@ -66,7 +68,7 @@ def phantom_layers() -> list[tuple]:
     lr = simulator.simulate(hr, **NOISE)
     return [
         _image(hr, "HR (phantom)", "hr", {"fov_mask": simulator.fov_mask}),
-        _image(lr, "LR (simulated)", "lr", _lr_metadata(simulator)),
+        _image(lr, "LR (simulated)", "lr", _lr_metadata(simulator, "HR (phantom)")),
         _layout_layer(),
     ]
 
@@ -85,7 +87,7 @@ def sequence_layers() -> list[tuple]:
             lr,
             "LR (simulated sequence)",
             "lr",
-            _lr_metadata(simulator, true_offsets=sequence.offsets),
+            _lr_metadata(simulator, "HR (phantom sequence)", true_offsets=sequence.offsets),
         ),
         _layout_layer(),
     ]

@@ -63,6 +63,8 @@ class SimulatorWidget(PclesrDock):
     layout and the parameters in its metadata.
     """
 
+    title = "Fibre-bundle simulator"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self._image = tip(

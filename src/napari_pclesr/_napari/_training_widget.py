@@ -35,6 +35,7 @@ from qtpy.QtCore import QTimer
 
 from napari_pclesr._napari._docks import (
     ROLE_KEY,
+    WORSE_MARGIN,
     PclesrDock,
     add_or_update_image,
     button_row,
@@ -75,6 +76,8 @@ VALIDATION_SHARE = 0.15
 #: The preview shows at most this many LR pixels across (a crop around the validation area):
 #: it is made between two training steps, so it must stay quick for large networks.
 PREVIEW_SIDE = 256
+#: Pixels between the data and the preview layers, and between the preview's two layers.
+PREVIEW_GAP = 20
 PREVIEW_INPUT = "Preview · LR"
 PREVIEW_OUTPUT = "Preview · SR"
 
@@ -145,12 +148,15 @@ class TrainingWidget(PclesrDock):
     the full configuration, so inference and resuming need nothing else.
     """
 
+    title = "Training"
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self._build_controls()
         self._stop_event = threading.Event()
         self._checkpoints: dict[str, Path] = {}
         self._last_ssim: float | None = None
+        self._warned_worse = False
         self._run_device = ""
         self._resume_iteration: int | None = None
         # (network, hyper-parameters, scale) -> the problem building it showed, or None.
@@ -349,6 +355,7 @@ class TrainingWidget(PclesrDock):
         self._stop_event = threading.Event()
         self._checkpoints = {}
         self._last_ssim = None
+        self._warned_worse = False
         self._history.value = ""
         self.plot.clear()
         self._start.enabled, self._stop.enabled = False, True
@@ -639,35 +646,45 @@ class TrainingWidget(PclesrDock):
         self._log(f"step {event.iteration}: loss {event.loss:.4g}, lr {event.lr:.3g}")
 
     def _show_preview(self, preview: TrainingPreview) -> None:
+        """Show the preview's input and output side by side, right of the other layers."""
         metadata = {"fov_mask": preview.fov_mask, "iteration": preview.iteration}
         limits = percentile_limits(preview.lr, preview.fov_mask)
         if PREVIEW_INPUT not in self.viewer.layers:
+            right = float(self.viewer.layers.extent.world[1][-1]) if self.viewer.layers else 0
             self.viewer.add_image(
                 preview.lr,
                 name=PREVIEW_INPUT,
                 metadata={**metadata, ROLE_KEY: "preview"},
                 contrast_limits=limits,
+                translate=(0, right + PREVIEW_GAP),
             )
-        output = add_or_update_image(
+        source = self.viewer.layers[PREVIEW_INPUT]
+        upscaling = preview.sr.shape[-1] / preview.lr.shape[-1]
+        left = source.translate[-1] + (preview.lr.shape[-1] + 0.5) * source.scale[-1]
+        add_or_update_image(
             self.viewer,
             PREVIEW_OUTPUT,
             preview.sr,
             metadata={**metadata, ROLE_KEY: "preview", "ssim": preview.sr_ssim},
             contrast_limits=limits,
+            scale=np.asarray(source.scale) / upscaling,
+            translate=(source.translate[-2], left + PREVIEW_GAP),
         )
-        upscaling = preview.sr.shape[-1] / preview.lr.shape[-1]
-        output.scale = np.asarray(self.viewer.layers[PREVIEW_INPUT].scale) / upscaling
         self._log(
             f"preview at step {preview.iteration}: SSIM {preview.sr_ssim:.4f} "
             f"(input {preview.lr_ssim:.4f})"
         )
-        if preview.sr_ssim < preview.lr_ssim:
-            self.report(
+        if preview.sr_ssim < preview.lr_ssim - WORSE_MARGIN:
+            message = (
                 f"At step {preview.iteration} the model is still worse than its input on the "
                 f"preview frame (SSIM {preview.sr_ssim:.3f} vs {preview.lr_ssim:.3f} for the "
-                "LR). Train longer, or lower the learning rate if the loss jumps.",
-                "warning",
+                "LR). Train longer, or lower the learning rate if the loss jumps."
             )
+            if self._warned_worse:  # one notification per run; the status line follows
+                self.status.set_message(message, "warning")
+            else:
+                self._warned_worse = True
+                self.report(message, "warning")
 
     def _on_training_finished(self, result) -> None:
         self._end_preparation()
@@ -691,9 +708,7 @@ class TrainingWidget(PclesrDock):
         for line in lines:
             self._log(line)
         if result.stopped_by_request and not self.isVisible():
-            from napari.utils.notifications import show_info
-
-            show_info(message)  # the dock was hidden: say it where it is seen
+            self.notify(message)  # the dock was hidden: say it where it is seen
         self._update_model_buttons()
 
     def _on_returned(self, result) -> None:
