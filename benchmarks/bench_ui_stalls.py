@@ -25,7 +25,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _timing import print_table
 
 PLUGIN = "napari-pclesr"
-DOCKS = ("Fibre-bundle simulator", "Super-resolve (inference)", "Train an SR model", "SR metrics")
+DOCKS = (
+    "Fibre-bundle simulator",
+    "Super-resolve (inference)",
+    "Train an SR model",
+    "Mosaic / HR-hat",
+    "SR metrics",
+)
 
 
 class Heartbeat:

@@ -1,4 +1,4 @@
-"""Checkpoint files: round trip, atomic writes, clear errors, model rebuilding."""
+"""Checkpoint files: round trip, atomic writes, clear errors, integrity, model rebuilding."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import torch
 from torch import nn
 
 from napari_pclesr import models
+from napari_pclesr.data.patches import Normalisation
 from napari_pclesr.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
+    UnverifiedCheckpointWarning,
+    checkpoint_digests,
     load_checkpoint,
     load_model,
     save_checkpoint,
@@ -52,7 +55,8 @@ def test_load_model_rebuilds_the_registry_network(tmp_path):
     path = save_checkpoint(checkpoint_of(net), tmp_path / "best.pt")
     rebuilt, stats = load_model(path, "cpu")
     assert not rebuilt.training
-    assert stats.lr_std == 2.0 and stats.hr_mean == 3.0
+    # A format-1 dict of z-score statistics means the seed's per-frame min-max.
+    assert stats == Normalisation.seed000()
     x = torch.rand(2, 1, 12, 12)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), net.eval()(x))
@@ -126,3 +130,95 @@ def test_incomplete_checkpoint_and_missing_file(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "absent.pt")
+
+
+# -- integrity ----------------------------------------------------------------------------------
+
+
+def test_flipped_bytes_in_the_weights_are_reported_as_corrupted(tmp_path):
+    net = tiny_fsrcnn()
+    path = save_checkpoint(checkpoint_of(net), tmp_path / "best.pt")
+    data = bytearray(path.read_bytes())
+    # The issue's case: 300 flipped bytes inside the stored weights of one layer.
+    weight = max(net.state_dict().values(), key=torch.Tensor.numel)
+    start = bytes(data).find(weight.numpy().tobytes())
+    assert start > 0 and weight.numel() * 4 >= 300
+    for offset in range(start, start + 300):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # torch alone loads the damaged file without complaint; the digest does not.
+    torch.load(path, weights_only=True)
+    with pytest.raises(CheckpointError, match="corrupted") as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "state_dict" in str(info.value)
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_model(path)
+
+
+def test_a_changed_normalisation_is_reported_as_corrupted(tmp_path):
+    path = save_checkpoint(checkpoint_of(tiny_fsrcnn()), tmp_path / "best.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["normalisation"]["lr_std"] = 2.5
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="corrupted: its normalisation"):
+        load_checkpoint(path)
+
+
+def test_digests_cover_every_weight_and_are_stable(tmp_path):
+    net = tiny_fsrcnn()
+    payload = checkpoint_of(net)
+    digests = checkpoint_digests(payload)
+    assert set(digests) == {"state_dict", "normalisation"}
+    assert all(len(value) == 64 for value in digests.values())
+    saved = load_checkpoint(save_checkpoint(payload, tmp_path / "a.pt"))
+    assert saved["sha256"] == digests == checkpoint_digests(saved)
+    for key, weight in net.state_dict().items():
+        flipped = weight.detach().clone().contiguous()
+        flipped.view(torch.int32).view(-1)[0] ^= 1  # the lowest bit of one value
+        changed = {**payload, "state_dict": {**net.state_dict(), key: flipped}}
+        assert checkpoint_digests(changed)["state_dict"] != digests["state_dict"], key
+
+
+def test_checkpoint_without_digests_loads_with_a_warning(tmp_path):
+    path = save_checkpoint(checkpoint_of(tiny_fsrcnn()), tmp_path / "old.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["sha256"]  # as written before digests existed
+    torch.save(payload, path)
+    with pytest.warns(UnverifiedCheckpointWarning, match="no SHA-256"):
+        loaded = load_checkpoint(path)
+    save_checkpoint(loaded, path)  # re-saving adds the digests
+    assert "sha256" in torch.load(path, weights_only=True)
+
+
+def test_non_finite_weights_are_never_written_nor_loaded(tmp_path):
+    net = tiny_fsrcnn()
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        save_checkpoint(checkpoint_of(net), tmp_path / "best.pt")
+    assert list(tmp_path.iterdir()) == []
+    # A file written without the check (e.g. by an older version) is refused on load.
+    payload = checkpoint_of(net)
+    payload.update(format="napari-pclesr-checkpoint", format_version=FORMAT_VERSION)
+    torch.save(payload, tmp_path / "nan.pt")
+    expected = r"unusable: .* NaN or infinite .* lower learning rate"
+    with pytest.warns(UnverifiedCheckpointWarning), pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_directory_and_unreadable_file_get_their_own_messages(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(checkpoint_of(tiny_fsrcnn()), run / "best.pt")
+    with pytest.raises(IsADirectoryError, match=r"is a directory, not a file; it holds best\.pt"):
+        load_checkpoint(run)
+
+    def refuse(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    from napari_pclesr.train import checkpoint as module
+
+    monkeypatch.setattr(module, "open", refuse, raising=False)
+    with pytest.raises(PermissionError, match="permission denied") as info:
+        load_checkpoint(run / "best.pt")
+    assert str(run / "best.pt") in str(info.value) and "damaged" not in str(info.value)

@@ -1,5 +1,7 @@
 """``pclesr simulate`` and ``pclesr demo`` through the real entry point."""
 
+import os
+
 import numpy as np
 import tifffile
 
@@ -28,7 +30,8 @@ def test_simulate_writes_float32_lr_and_the_layout(tmp_path, capsys):
 def test_simulate_reports_bad_input_and_writes_nothing(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "hr.tif", np.zeros((32, 32), np.float32))
     out = tmp_path / "lr.tif"
-    status = main(["simulate", str(tmp_path / "hr.tif"), "--sigma-mult", "-1", "--out", str(out)])
+    argv = ["simulate", str(tmp_path / "hr.tif"), "--seed", "0", "--sigma-mult", "-1"]
+    status = main([*argv, "--out", str(out)])
     assert status == 2
     assert "sigma_mult must be a finite number >= 0" in capsys.readouterr().err
     assert not out.exists()
@@ -45,3 +48,7 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
         assert tifffile.imread(tmp_path / f"sr_{method}.tif").shape == (2, 96, 96)
     output = capsys.readouterr().out
     assert "Tot_cs" in output and "FSRCNN" in output
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("scores.csv", "hr.tif", "run/best.pt"):  # readable as any file, not 0600
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

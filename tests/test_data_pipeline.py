@@ -9,10 +9,9 @@ from scipy import ndimage as ndi
 from napari_pclesr.data.patches import (
     Normalisation,
     PairedSequences,
-    denormalise_frames,
     extract_patches,
+    fill_outside_fov,
     fov_from_frames,
-    normalise_frames,
     patch_corners,
 )
 from napari_pclesr.data.splits import split_sequences
@@ -34,63 +33,89 @@ def smooth_stack(frames, shape, seed):
 def test_normalisation_round_trips_exactly_inside_fov():
     mask = disc((40, 40), 17)
     frames = (smooth_stack(3, (40, 40), 0) * 900 + 100) * mask
-    normalised, low, high = normalise_frames(frames, 350.0, 80.0, mask)
-    back = denormalise_frames(normalised, 350.0, 80.0, low, high, mask)
+    norm = Normalisation()
+    normalised, low, high = norm.normalise(frames, mask)
+    back = norm.denormalise(normalised, low, high, mask)
     np.testing.assert_allclose(back[:, mask], frames[:, mask], rtol=1e-6)
     assert np.all(back[:, ~mask] == 0)
 
 
-def test_normalisation_is_minmax_of_zscore_per_frame():
+def test_percentiles_of_the_fov_pixels_map_to_zero_and_one():
     mask = disc((32, 32), 14)
     frames = smooth_stack(2, (32, 32), 1) * 50 - 7
-    normalised, low, high = normalise_frames(frames, 3.0, 2.0, mask)
+    frames[:, ~mask] = 1e6  # outside the FoV: must not set the scale
+    normalised, low, high = Normalisation().normalise(frames, mask)
     for index in range(2):
-        z = (frames[index].astype(np.float64) - 3.0) / 2.0
-        inside = z[mask]
-        assert low[index] == pytest.approx(inside.min())
-        assert high[index] == pytest.approx(inside.max())
-        expected = (z - inside.min()) / (inside.max() - inside.min())
-        np.testing.assert_allclose(normalised[index][mask], expected[mask], atol=1e-6)
-        assert normalised[index][mask].min() == 0 and normalised[index][mask].max() == 1
+        inside = frames[index][mask].astype(np.float64)
+        assert low[index] == pytest.approx(np.percentile(inside, 1))
+        assert high[index] == pytest.approx(np.percentile(inside, 99))
+        expected = (inside - low[index]) / (high[index] - low[index])
+        np.testing.assert_allclose(normalised[index][mask], expected, atol=1e-6)
+
+
+def test_seed000_is_the_per_frame_minmax():
+    mask = disc((32, 32), 14)
+    frames = smooth_stack(2, (32, 32), 5) * 30 + 2
+    normalised, _, _ = Normalisation.seed000().normalise(frames, mask)
+    for index in range(2):
+        inside = normalised[index][mask]
+        assert inside.min() == pytest.approx(0) and inside.max() == pytest.approx(1)
         assert np.all(normalised[index][~mask] == 0)
+
+
+def test_outside_the_fov_takes_the_nearest_fov_value():
+    mask = np.zeros((6, 6), bool)
+    mask[2:4, 2:4] = True
+    frame = np.arange(36, dtype=np.float32).reshape(6, 6)
+    filled = fill_outside_fov(frame, mask)
+    assert filled[0, 0] == frame[2, 2] and filled[5, 5] == frame[3, 3]
+    assert filled[0, 2] == frame[2, 2] and filled[3, 5] == frame[3, 3]
+    np.testing.assert_array_equal(filled[mask], frame[mask])
+    normalised, _, _ = Normalisation(percentiles=(0, 100)).normalise(frame, mask)
+    assert normalised[0, 0] == normalised[2, 2] == 0
+
+
+def test_target_mapped_with_the_input_map_keeps_an_identity_exact():
+    """A network that learned the identity gives back its input, whatever the noise range."""
+    rng = np.random.default_rng(3)
+    mask = disc((24, 24), 10)
+    lr = smooth_stack(1, (24, 24), 6)[0] + 0.05 * rng.standard_normal((24, 24))
+    norm = Normalisation()
+    lr_n, low, high = norm.normalise(lr, mask)
+    hr_n, _, _ = norm.normalise(lr, mask, low, high)  # target = input
+    np.testing.assert_array_equal(hr_n, lr_n)
+    np.testing.assert_allclose(norm.denormalise(lr_n, low, high, mask)[mask], lr[mask], rtol=1e-5)
 
 
 def test_denormalise_maps_a_scaled_output_with_the_input_range():
     frame = smooth_stack(1, (16, 16), 2)[0] * 10 + 5
-    normalised, low, high = normalise_frames(frame, 0.0, 1.0)
+    norm = Normalisation()
+    normalised, low, high = norm.normalise(frame)
     upscaled = np.kron(normalised, np.ones((2, 2), dtype=np.float32))
-    back = denormalise_frames(upscaled, 0.0, 1.0, low, high, np.ones((16, 16), bool))
+    back = norm.denormalise(upscaled, low, high, np.ones((16, 16), bool))
     np.testing.assert_allclose(back, np.kron(frame, np.ones((2, 2))), rtol=1e-6)
 
 
 def test_constant_frame_normalises_to_zero_and_back():
     frame = np.full((8, 8), 4.0, dtype=np.float32)
-    normalised, low, high = normalise_frames(frame, 1.0, 2.0)
+    norm = Normalisation()
+    normalised, low, high = norm.normalise(frame)
     assert np.all(normalised == 0)
-    np.testing.assert_allclose(denormalise_frames(normalised, 1.0, 2.0, low, high), frame)
+    np.testing.assert_allclose(norm.denormalise(normalised, low, high), frame)
 
 
-def test_fit_uses_fov_pixels_of_every_frame():
-    mask = disc((20, 20), 8)
-    hr = [smooth_stack(2, (20, 20), 3) * 4, smooth_stack(3, (20, 20), 4) + 1]
-    lr = [stack * 0.5 + 2 for stack in hr]
-    stats = Normalisation.fit(hr, lr, [mask, mask])
-    hr_pixels = np.concatenate([stack[:, mask].ravel() for stack in hr]).astype(np.float64)
-    lr_pixels = np.concatenate([stack[:, mask].ravel() for stack in lr]).astype(np.float64)
-    assert stats.hr_mean == pytest.approx(hr_pixels.mean())
-    assert stats.hr_std == pytest.approx(hr_pixels.std())
-    assert stats.lr_mean == pytest.approx(lr_pixels.mean())
-    assert stats.lr_std == pytest.approx(lr_pixels.std())
-    assert Normalisation.from_dict(stats.to_dict()) == stats
-
-
-def test_normalisation_rejects_constant_data_and_bad_stats():
-    with pytest.raises(ValueError, match="constant"):
-        Normalisation.fit([np.ones((1, 4, 4))], [np.ones((1, 4, 4))], [np.ones((4, 4), bool)])
-    with pytest.raises(ValueError, match="lr_std"):
-        Normalisation(0.0, 0.0, 0.0, 1.0)
-    with pytest.raises(ValueError, match="incomplete"):
-        Normalisation.from_dict({"lr_mean": 1.0})
+def test_normalisation_settings_round_trip_and_reject_bad_values():
+    norm = Normalisation(percentiles=(0.5, 99.5), target_range="own", fill_outside=False)
+    assert Normalisation.from_dict(norm.to_dict()) == norm
+    # Format-1 checkpoints stored z-score statistics: a per-frame min-max, exactly.
+    old = {"lr_mean": 1.0, "lr_std": 2.0, "hr_mean": 3.0, "hr_std": 4.0}
+    assert Normalisation.from_dict(old) == Normalisation.seed000()
+    with pytest.raises(ValueError, match="low < high"):
+        Normalisation(percentiles=(50, 50))
+    with pytest.raises(ValueError, match="target_range"):
+        Normalisation(target_range="hr")
+    with pytest.raises(ValueError, match="incomplete or unknown"):
+        Normalisation.from_dict({"target_range": "input"})
 
 
 # -- patches ------------------------------------------------------------------------------------
@@ -169,14 +194,27 @@ def recorded_pairs(n_sequences=4, frames=2, shape=(24, 24)):
 
 def test_recorded_pairs_give_aligned_normalised_patches():
     data = recorded_pairs()
-    stats = data.fit_normalisation()
-    lr = data.lr_patches(stats, 8)
-    hr = data.hr_patches(stats, 8)
-    assert lr.shape == hr.shape == (4 * 2 * 9, 8, 8)
-    assert lr.min() >= 0 and lr.max() <= 1
-    # The first patch is the top-left 8x8 of the normalised first frame.
-    normalised, _, _ = normalise_frames(data.hr(0)[0], stats.hr_mean, stats.hr_std)
-    np.testing.assert_allclose(hr[0], normalised[:8, :8])
+    norm = Normalisation(percentiles=(0, 100))
+    lr, hr, fov = data.patches(norm, 8)
+    assert lr.shape == hr.shape == fov.shape == (4 * 2 * 9, 8, 8)
+    assert lr.min() >= 0 and lr.max() <= 1 and fov.all()
+    # The first patches are the top-left 8x8 of the first frames, HR mapped like its LR.
+    lr_frame, low, high = norm.normalise(data.lr(0)[0])
+    hr_frame, _, _ = norm.normalise(data.hr(0)[0], None, low, high)
+    np.testing.assert_allclose(lr[0], lr_frame[:8, :8])
+    np.testing.assert_allclose(hr[0], hr_frame[:8, :8])
+
+
+def test_rim_patches_come_with_their_fov():
+    shape = (48, 48)
+    mask = disc(shape, 20)
+    hr = [smooth_stack(2, shape, 7) * mask]
+    data = PairedSequences(hr, [stack * 0.9 for stack in hr], fov_masks=[mask])
+    inner = data.patches(Normalisation(), 16)
+    rim = data.patches(Normalisation(), 16, min_inside=0.5)
+    assert len(inner[0]) < len(rim[0]) == 2 * len(data.patch_corners(0, 16, 0.5))
+    assert inner[2].all() and not rim[2].all()
+    assert rim[2].reshape(len(rim[2]), -1).mean(axis=1).min() >= 0.5
 
 
 def test_split_of_pairs_keeps_names_and_data_together():
@@ -206,8 +244,8 @@ def test_simulated_lr_at_scale_two_is_the_block_mean():
     lr = data.lr(0, sigma_mult=0, sigma_add=0)
     full = PairedSequences([hr]).lr(0, sigma_mult=0, sigma_add=0)
     np.testing.assert_allclose(lr, full.reshape(1, 16, 2, 16, 2).mean(axis=(2, 4)), atol=1e-6)
-    stats = data.fit_normalisation()
-    assert data.hr_patches(stats, 4).shape[1:] == (8, 8)
+    lr_patches, hr_patches, fov = data.patches(Normalisation(), 4)
+    assert lr_patches.shape[1:] == (4, 4) and hr_patches.shape[1:] == fov.shape[1:] == (8, 8)
 
 
 def test_mismatched_pairs_are_clear_errors():
@@ -291,3 +329,39 @@ def test_sampler_state_restores_the_batch_stream():
     second.load_state_dict(state)
     for batch in expected:
         assert torch.equal(second.next_batch()[0], batch)
+
+
+# -- mixed training data ------------------------------------------------------------------------
+
+
+def test_mixed_data_vary_bundle_and_noise_and_keep_evaluation_images_out():
+    from napari_pclesr.data.natural import EVALUATION_IMAGES, TRAINING_IMAGES
+
+    assert not set(EVALUATION_IMAGES) & set(TRAINING_IMAGES)
+    data = PairedSequences.mixed(6, 2, (64, 64), seed=3, natural_share=0.5, bundles=3)
+    assert len(data) == 6 and data.simulated
+    assert sum(name.startswith(TRAINING_IMAGES) for name in data.names) == 3
+    assert not any(name.startswith(EVALUATION_IMAGES) for name in data.names)
+    degradations = [data.degradation(i) for i in range(6)]
+    assert len({(d.bundle_seed, d.density) for d in degradations}) > 1
+    # Same seed, same data; the split keeps each sequence's degradation.
+    again = PairedSequences.mixed(6, 2, (64, 64), seed=3, natural_share=0.5, bundles=3)
+    np.testing.assert_array_equal(data.lr(4, seed=1), again.lr(4, seed=1))
+    part = data.subset([4])
+    assert part.degradation(0) == degradations[4]
+    np.testing.assert_array_equal(part.lr(0, seed=1), data.lr(4, seed=1))
+
+
+def test_degradation_sets_the_bundle_density_and_noise():
+    from napari_pclesr.data.patches import Degradation
+
+    hr = [np.full((1, 64, 64), 0.5, np.float32)] * 2
+    quiet, noisy = Degradation(noise_scale=(0, 0)), Degradation(density=0.5, noise_scale=(4, 4))
+    data = PairedSequences(hr, degradations=[quiet, noisy])
+    lr_quiet, lr_noisy = data.lr(0), data.lr(1)
+    assert np.allclose(lr_quiet[:, data.fov_mask(0)], 0.5, atol=1e-6)
+    assert lr_noisy[:, data.fov_mask(1)].std() > 0.05
+    with pytest.raises(ValueError, match="density"):
+        Degradation(density=0)
+    with pytest.raises(ValueError, match="one Degradation per sequence"):
+        PairedSequences(hr, degradations=[quiet])

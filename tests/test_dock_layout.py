@@ -23,7 +23,13 @@ from napari_pclesr.data import phantom
 pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-pclesr"
-DOCKS = ("Fibre-bundle simulator", "Super-resolve (inference)", "Train an SR model", "SR metrics")
+DOCKS = (
+    "Fibre-bundle simulator",
+    "Super-resolve (inference)",
+    "Train an SR model",
+    "Mosaic / HR-hat",
+    "SR metrics",
+)
 SCREEN = (1280, 800)
 #: The longest the UI thread may work without returning to its event loop.
 STALL_LIMIT_S = 0.5
@@ -136,6 +142,10 @@ def _long_jobs(viewer, docks, tmp_path, qtbot) -> dict:
     inference._source.value = "richardson_lucy"
     inference._batch_size.value = 1
     workers["Super-resolve (inference)"] = inference.run()
+    mosaic = docks["Mosaic / HR-hat"]
+    mosaic._device.value = "cpu"
+    mosaic._image.value = viewer.layers["long stack"]
+    workers["Mosaic / HR-hat"] = mosaic.run()
     metrics = docks["SR metrics"]
     big = np.tile(noise[:20], (1, 4, 4))
     for name in ("big HR-hat", "big LR", "big SR"):

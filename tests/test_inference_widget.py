@@ -218,7 +218,7 @@ def test_the_input_defaults_to_the_most_recent_lr_like_layer(dock, qtbot):
 
 
 def test_baselines_are_listed_by_plain_name_once_torch_is_loaded(dock, qtbot):
-    from napari_pclesr import baselines
+    from napari_pclesr import baselines, pretrained
 
     _viewer, widget = dock
     wait_ready(qtbot, widget)
@@ -226,5 +226,93 @@ def test_baselines_are_listed_by_plain_name_once_torch_is_loaded(dock, qtbot):
     labels = [combo.itemText(index) for index in range(combo.count())]
     assert labels[0] == "Trained model (checkpoint file)"
     assert "Wiener deconvolution (wiener)" in labels
-    assert len(labels) == 1 + len(baselines.available())
+    assert len(labels) == 1 + len(pretrained.available()) + len(baselines.available())
     assert widget._device.value == "auto" and widget._run.enabled
+
+
+@pytest.mark.parametrize("names", [[], ["tiny"]])
+def test_pretrained_networks_are_listed_and_run(
+    make_napari_viewer, qtbot, monkeypatch, checkpoint, names
+):
+    from napari_pclesr import pretrained
+    from napari_pclesr._napari._inference_widget import InferenceWidget
+
+    monkeypatch.setattr(pretrained, "available", lambda: list(names))
+    monkeypatch.setattr(pretrained, "checkpoint_path", lambda name: checkpoint)
+    viewer = make_napari_viewer()
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    wait_ready(qtbot, widget)
+    combo = widget._source.native
+    labels = [combo.itemText(index) for index in range(combo.count())]
+    assert [label for label in labels if label.startswith("Pretrained")] == [
+        f"Pretrained: {name}" for name in names
+    ]
+    if not names:
+        return
+    widget._device.value = "cpu"
+    stack, mask = lr_stack(frames=2, shape=(40, 40))
+    viewer.add_image(stack, name="lr", metadata={"fov_mask": mask})
+    widget._image.value = viewer.layers["lr"]
+    widget._source.value = "pretrained:tiny"
+    assert widget._checkpoint.native.isHidden()  # no file to choose
+    run_and_wait(qtbot, widget)
+    layer = viewer.layers["SR · tiny"]
+    expected = super_resolve(stack, checkpoint, device="cpu", fov_mask=mask)
+    np.testing.assert_allclose(layer.data, expected, rtol=0, atol=1e-6)
+    assert layer.metadata["sr_checkpoint"] == str(checkpoint)
+
+
+def _pair(viewer):
+    """A sharp 96×96 reference "HR" and its 48×48 block-mean LR, simulated from it."""
+    hr = phantom((96, 96), seed=4)
+    lr = hr.reshape(48, 2, 48, 2).mean(axis=(1, 3))
+    viewer.add_image(hr, name="HR")
+    viewer.add_image(lr, name="input", metadata={"simulated_from": "HR"})
+    return hr, lr
+
+
+def test_a_result_worse_than_its_input_is_flagged(ready_dock, qtbot, checkpoint):
+    from napari_pclesr.metrics import ssim
+
+    viewer, widget = ready_dock
+    hr, lr = _pair(viewer)
+    widget._image.value = viewer.layers["input"]
+    widget.use_checkpoint(checkpoint)  # two training steps: far from useful
+    run_and_wait(qtbot, widget)
+    check = viewer.layers["SR · fsrcnn"].metadata["sr_check"]
+    sr = viewer.layers["SR · fsrcnn"].data
+    fov = viewer.layers["SR · fsrcnn"].metadata["fov_mask"]
+    span = float(hr[fov].max() - hr[fov].min())
+    assert check["reference"] == "HR" and check["frames"] == [0]
+    assert check["sr_ssim"] == pytest.approx(ssim(sr, hr, data_range=span, mask=fov))
+    upsampled = np.kron(lr, np.ones((2, 2)))
+    assert check["lr_ssim"] == pytest.approx(ssim(upsampled, hr, data_range=span, mask=fov))
+    assert check["sr_ssim"] < check["lr_ssim"] - 0.05
+    assert widget.status.level == "warning"
+    assert "worse than its input" in widget.status.message
+
+    # Nearest-neighbour ×2 is the input itself on the HR grid: a tie, not a warning.
+    widget._source.value = "nearest"
+    widget._baseline_scale.value = 2
+    run_and_wait(qtbot, widget)
+    check = viewer.layers["SR · nearest ×2"].metadata["sr_check"]
+    assert check["sr_ssim"] == pytest.approx(check["lr_ssim"], abs=1e-6)
+    assert widget.status.level == "info" and "SSIM against 'HR'" in widget.status.message
+
+
+def test_long_stacks_stream_with_progress(ready_dock, qtbot):
+    viewer, widget = ready_dock
+    stack, mask = lr_stack(frames=10, shape=(32, 32))
+    viewer.add_image(stack, name="lr", metadata={"fov_mask": mask})
+    widget._image.value = viewer.layers["lr"]
+    widget._source.value = "unsharp"
+    widget._batch_size.value = 3
+    progress = []
+    worker = widget.run()
+    worker.yielded.connect(progress.append)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert [event.done for event in progress][-1] == 10 and all(p.total == 10 for p in progress)
+    expected = super_resolve(stack, "unsharp", device="cpu", fov_mask=mask)
+    np.testing.assert_allclose(viewer.layers["SR · unsharp"].data, expected, atol=1e-6)
+    assert viewer.layers["SR · unsharp"].metadata["sr_check"] is None  # no reference

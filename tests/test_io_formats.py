@@ -27,6 +27,7 @@ from napari_pclesr.io import (
 )
 from napari_pclesr.io import tiff as tiff_module
 from napari_pclesr.io.fov import circle_mask
+from napari_pclesr.io.video import ffmpeg_reason
 
 
 def _stack(n_frames=3, shape=(40, 48), seed=0) -> np.ndarray:
@@ -228,6 +229,47 @@ def test_folder_of_rgb_frames_and_a_broken_frame(tmp_path):
         read_sequence(tmp_path)
 
 
+def test_folder_of_multi_page_tiffs_reads_every_page(tmp_path):
+    counts = [3, 1, 2]
+    stacks = [
+        (10 * k + np.arange(n)[:, None, None] + np.zeros((6, 8))).astype(np.uint16)
+        for k, n in enumerate(counts)
+    ]
+    for k, stack in enumerate(stacks):
+        tifffile.imwrite(tmp_path / f"part{k}.tif", stack, photometric="minisblack")
+    frames, meta = read_sequence(tmp_path)
+    assert frames.shape == (6, 6, 8) and frames.dtype == np.uint16
+    assert meta["raw"]["frames_per_file"] == [3, 1, 2]
+    np.testing.assert_array_equal(np.asarray(frames), np.concatenate(stacks))
+    np.testing.assert_array_equal(frames[[5, 0, 3]], np.concatenate(stacks)[[5, 0, 3]])
+
+
+def test_folder_mixing_types_is_refused(tmp_path):
+    iio.imwrite(tmp_path / "f1.png", np.full((6, 8), 200, np.uint8))
+    tifffile.imwrite(tmp_path / "f2.tif", np.full((6, 8), 0.8, np.float32))
+    with pytest.raises(InconsistentFramesError, match=r"f1\.png is uint8 but f2\.tif is float32"):
+        read_sequence(tmp_path)
+
+
+def test_folder_of_tiffs_with_odd_axes_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "f1.tif", np.zeros((6, 8), np.uint8))
+    tifffile.imwrite(
+        tmp_path / "f2.tif",
+        np.zeros((2, 3, 6, 8), np.uint8),
+        photometric="minisblack",
+        metadata={"axes": "TCYX"},
+    )
+    with pytest.raises(UnsupportedFormatError, match=r"f2\.tif: has axes"):
+        read_sequence(tmp_path)
+
+
+def test_damaged_tiff_error_gives_tifffile_s_reason_and_prints_nothing(tmp_path, capfd):
+    (tmp_path / "broken.tif").write_bytes(b"II*\0" + b"\xff" * 8)
+    with pytest.raises(CorruptFileError, match=r"invalid offset to first page"):
+        read_sequence(tmp_path / "broken.tif")
+    assert capfd.readouterr().err == ""
+
+
 def test_folder_without_frames(tmp_path):
     assert detect_format(tmp_path) is None
     with pytest.raises(UnsupportedFormatError):
@@ -299,9 +341,28 @@ def test_damaged_videos(tmp_path):
     (tmp_path / "empty.mp4").touch()
     with pytest.raises(EmptyFileError):
         read_sequence(tmp_path / "empty.mp4")
-    (tmp_path / "junk.mp4").write_bytes(os.urandom(5000))
-    with pytest.raises(CorruptFileError, match=r"junk\.mp4"):
+    (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(CorruptFileError, match=r"junk\.mp4") as error:
         read_sequence(tmp_path / "junk.mp4")
+    # One line with ffmpeg's reason, not its version banner and build configuration.
+    message = str(error.value)
+    assert "\n" not in message and "ffmpeg version" not in message and "--enable" not in message
+    assert message.endswith(
+        "(Error opening input files: Invalid data found when processing input)."
+    )
+
+
+def test_ffmpeg_reason_keeps_the_cause_only():
+    log = (
+        "Could not load meta information\n=== stderr ===\n\nffmpeg version n9 Copyright\n"
+        "  built with gcc\n  libavutil 61.1\n[in#0 @ 0x55] Error opening input: Invalid data\n"
+        "Error opening input files: Invalid data found when processing input."
+    )
+    assert (
+        ffmpeg_reason(log) == "Error opening input files: Invalid data found when processing input"
+    )
+    assert ffmpeg_reason("[mpeg @ 0x1] end of file\n") == "end of file"
+    assert ffmpeg_reason("") == "no error message"
 
 
 # -- field of view -----------------------------------------------------------------------------
@@ -373,7 +434,7 @@ def test_layout_errors(tmp_path):
     with pytest.raises(EmptyFileError):
         read_layout(tmp_path / "empty.npz")
     with pytest.raises(UnsupportedFormatError):
-        write_layout(tmp_path / "layout.txt", FibreLayout.synthetic((32, 32), 50))
+        write_layout(tmp_path / "layout.txt", FibreLayout.synthetic((32, 32), 50, seed=0))
 
 
 @pytest.mark.filterwarnings("ignore:<tifffile.TiffWriter.write> data with shape")

@@ -158,3 +158,61 @@ def test_bad_loss_inputs():
         loss(torch.rand(1, 1, 10, 16), torch.rand(1, 1, 10, 16))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         losses.create("l1")(torch.rand(16, 16), torch.rand(16, 16))
+
+
+# -- masks (patches at the rim of the field of view) -------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["l1", "mse", "ssim", "ssim+l1"])
+def test_pixels_outside_the_mask_do_not_count(name):
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 32, 32, generator=generator)
+    prediction = target + 0.1 * torch.rand(2, 1, 32, 32, generator=generator)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., :, :16] = 1
+    changed = prediction.clone()
+    # Wildly wrong, but outside the mask, beyond the 5-pixel radius of the SSIM windows.
+    changed[..., :, 21:] = 5.0
+    loss = losses.create(name)
+    unchanged = float(loss(prediction, target, mask))
+    assert float(loss(changed, target, mask)) == pytest.approx(unchanged)
+    assert float(loss(changed, target)) > float(loss(prediction, target))
+
+
+@pytest.mark.parametrize("name", ["l1", "mse", "ssim", "ssim+l1"])
+def test_a_full_mask_changes_nothing(name):
+    generator = torch.Generator().manual_seed(1)
+    prediction, target = torch.rand(2, 2, 1, 20, 20, generator=generator)
+    loss = losses.create(name)
+    full = torch.ones(2, 1, 20, 20)
+    assert float(loss(prediction, target, full)) == pytest.approx(float(loss(prediction, target)))
+
+
+def test_masked_l1_is_the_mean_over_the_counted_pixels():
+    prediction = torch.zeros(1, 1, 4, 4)
+    target = torch.arange(16.0).reshape(1, 1, 4, 4)
+    mask = (target % 2 == 0).float()
+    assert float(losses.create("l1")(prediction, target, mask)) == pytest.approx(7.0)
+
+
+def test_masked_ssim_is_the_mean_of_skimages_map_over_the_mask():
+    rng = np.random.default_rng(2)
+    reference = rng.random((32, 32))
+    image = np.clip(reference + 0.2 * rng.standard_normal((32, 32)), 0, 1)
+    mask = np.zeros((32, 32), bool)
+    mask[4:28, 2:20] = True
+    as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.float64))[None, None]  # noqa: E731
+    value = losses.ssim(as_tensor(image), as_tensor(reference), mask=as_tensor(mask))
+    _, ssim_map = structural_similarity(
+        image,
+        reference,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        full=True,
+    )
+    # The loss's map is the 'valid' region, 5 pixels (the window radius) in from each side.
+    valid = (slice(5, -5), slice(5, -5))
+    expected = ssim_map[valid][mask[valid]].mean()
+    assert float(value[0]) == pytest.approx(expected, abs=1e-6)

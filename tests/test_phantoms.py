@@ -94,3 +94,19 @@ def test_natural_images_are_grey_and_local(name):
 def test_unknown_natural_image():
     with pytest.raises(ValueError, match="immunohistochemistry"):
         natural_image("lena")
+
+
+def test_image_sequence_crops_the_image_at_its_offsets():
+    from napari_pclesr.data import image_sequence
+
+    canvas = np.random.default_rng(0).random((120, 140)).astype(np.float32)
+    still = image_sequence(canvas, n_frames=3, shape=(48, 40), seed=2, speed=0.0)
+    top, left = still.offsets[0].astype(int)
+    assert np.all(still.offsets == still.offsets.round())  # a still probe: whole pixels
+    for frame in still.frames:
+        np.testing.assert_allclose(frame, canvas[top : top + 48, left : left + 40], atol=1e-6)
+    moving = image_sequence(canvas, n_frames=5, shape=(48, 40), seed=2, speed=3.0)
+    assert moving.frames.shape == (5, 48, 40)
+    assert np.ptp(moving.offsets, axis=0).max() > 5
+    with pytest.raises(ValueError, match="too small"):
+        image_sequence(canvas, n_frames=5, shape=(118, 40), seed=2, speed=3.0)

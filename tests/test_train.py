@@ -16,6 +16,7 @@ from napari_pclesr.train import (
     IterationDone,
     TrainConfig,
     TrainingFinished,
+    TrainingPreparing,
     TrainingStarted,
     ValidationDone,
     iter_train,
@@ -117,6 +118,8 @@ def test_overfitting_one_batch_drives_the_loss_down_tenfold():
 def test_events_checkpoints_and_result(tmp_path):
     config = tiny_config(iterations=12, val_every=4, log_every=3, out_dir=str(tmp_path))
     events = list(iter_train(config, data=recorded_pairs()))
+    assert isinstance(events[0], TrainingPreparing)  # set-up progress comes first
+    events = [e for e in events if not isinstance(e, TrainingPreparing)]
     assert isinstance(events[0], TrainingStarted) and isinstance(events[-1], TrainingFinished)
     started = events[0]
     assert started.device == "cpu" and started.world_size == 1
@@ -242,16 +245,23 @@ TINY_ARGS = ["--model", "fsrcnn", "--hparam", "features=8", "--hparam", "shrink_
 TINY_ARGS += ["--hparam", "mapping_layers=1", "--device", "cpu", "--batch-size", "4"]
 
 
+def write_pair_folder(folder, frames=5):
+    """``folder/hr/*.tif`` and ``folder/lr/*.tif``: the recorded pairs as ``--data`` wants."""
+    import tifffile
+
+    pairs = recorded_pairs(frames=frames)
+    for kind in ("hr", "lr"):
+        (folder / kind).mkdir(parents=True)
+    for index, name in enumerate(pairs.names):
+        tifffile.imwrite(folder / "hr" / f"{name}.tif", pairs.hr(index))
+        tifffile.imwrite(folder / "lr" / f"{name}.tif", pairs.lr(index))
+    return folder
+
+
 def test_cli_trains_on_a_folder_and_resumes(tmp_path, capsys):
-    tifffile = pytest.importorskip("tifffile")
     from napari_pclesr.cli import main
 
-    pairs = recorded_pairs(frames=5)
-    for kind in ("hr", "lr"):
-        (tmp_path / "data" / kind).mkdir(parents=True)
-    for index, name in enumerate(pairs.names):
-        tifffile.imwrite(tmp_path / "data" / "hr" / f"{name}.tif", pairs.hr(index))
-        tifffile.imwrite(tmp_path / "data" / "lr" / f"{name}.tif", pairs.lr(index))
+    write_pair_folder(tmp_path / "data")
     out = tmp_path / "run"
     common = [*TINY_ARGS, "--loss", "l1", "--data", str(tmp_path / "data"), "--out", str(out)]
     common += ["--patch-size", "16", "--val-every", "3", "--log-every", "1"]

@@ -67,8 +67,9 @@ def test_trains_from_an_hr_layer_with_simulated_lr(dock, qtbot, tmp_path):
     assert widget._use_best.enabled and widget._use_last.enabled
     # The live plot received every report and validation, at their iterations.
     history = checkpoint["history"]
-    assert widget.plot.series["train"].xs == history["iteration"]
-    assert widget.plot.series["train"].ys == pytest.approx(history["train_loss"])
+    assert list(widget.plot.series) == ["loss", "val"]  # the one supervised term
+    assert widget.plot.series["loss"].xs == history["iteration"]
+    assert widget.plot.series["loss"].ys == pytest.approx(history["train_loss"])
     assert widget.plot.series["val"].xs == [2, 4]
     assert widget.plot.series["val"].ys == pytest.approx(history["val_loss"])
     # The preview: the current model on a fixed validation crop, refreshed at each validation.
@@ -333,3 +334,46 @@ def test_a_bad_network_setting_not_checked_yet_ends_the_run_at_once(dock, qtbot)
     assert "Training failed" in widget.status.message and "features" in widget.status.message
     assert time.perf_counter() - started < 30  # before any data were prepared
     assert widget.checkpoints == {}
+
+
+def test_adversarial_training_plots_the_generator_and_critic_terms(dock, qtbot, tmp_path):
+    viewer, widget = dock
+    viewer.add_image(phantom((64, 64), seed=0), name="HR")
+    widget.refresh_choices()
+    widget._hr_layers.value = [viewer.layers["HR"]]
+    assert widget._adv_weight.native.isHidden()  # GAN options only for GAN objectives
+    widget._objective.value = "adversarial"
+    assert not widget._adv_weight.native.isHidden() and widget._vec_weight.native.isHidden()
+    widget._pretrain.value = 2  # the critic joins at step 3
+    widget._adv_weight.value = "0.01"
+    start_and_wait(qtbot, widget)
+
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    config = checkpoint["config"]
+    assert (config["objective"], config["pretrain_iterations"]) == ("adversarial", 2)
+    assert config["adv_weight"] == pytest.approx(0.01)
+    history = checkpoint["history"]
+    plot = widget.plot
+    assert list(plot.series) == ["g_loss", "content", "adv", "d_loss", "val"]
+    assert plot.series["content"].xs == history["iteration"] == [2, 4]
+    assert plot.series["content"].ys == pytest.approx(history["terms"]["content"])
+    # D's terms exist only once the critic trains: the report at step 4.
+    assert plot.series["d_loss"].xs == [4]
+    assert plot.series["d_loss"].ys == pytest.approx(history["terms"]["d_loss"][1:])
+    assert plot.series["val"].xs == history["val_iteration"]
+    assert "d_loss" in widget._history.value and "Finished at step 4" in widget.status.message
+
+
+def test_cycle_objective_settings_reach_the_config(dock, qtbot):
+    _, widget = dock
+    widget._source.value = "sample"
+    widget._objective.value = "cycle"
+    assert widget._loss.native.isHidden() and not widget._vec_weight.native.isHidden()
+    widget._vec_weight.value = 2.0
+    widget._target_domain.value = "rescaled"
+    config = widget.config()
+    assert (config.objective, config.vec_weight, config.target_domain) == ("cycle", 2.0, "rescaled")
+    assert config.adv_weight is None  # empty: the objective's default
+    widget._adv_weight.value = "a lot"
+    with pytest.raises(ValueError, match="adversarial weight must be a number"):
+        widget.config()

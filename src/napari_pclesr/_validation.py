@@ -44,19 +44,7 @@ def as_grey_float(
         For empty, RGB(A), wrongly shaped, non-numeric or non-finite input.
     """
     array = np.asarray(image)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be a numeric array, got dtype {array.dtype}.")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape}); give at least one pixel.")
-    looks_rgb = array.ndim >= 3 and array.shape[-1] in (3, 4) and min(array.shape[-3:-1]) > 4
-    if looks_rgb and array.ndim - 1 in ndims:
-        raise ValueError(
-            f"{name} looks like an RGB(A) image (shape {array.shape}); convert it to grey "
-            "first, e.g. with skimage.color.rgb2gray."
-        )
-    if array.ndim not in ndims:
-        wanted = " or ".join(_describe_ndim(n) for n in ndims)
-        raise ValueError(f"{name} must be {wanted}, got an array of shape {array.shape}.")
+    check_grey_shape(array.shape, array.dtype, name=name, ndims=ndims)
     array = array.astype(dtype, copy=False)
     if not allow_nan and not np.all(np.isfinite(array)):
         raise ValueError(
@@ -64,6 +52,25 @@ def as_grey_float(
             "or mask them before processing."
         )
     return array
+
+
+def check_grey_shape(shape, dtype, *, name: str = "image", ndims: tuple[int, ...] = (2, 3)):
+    """The checks of :func:`as_grey_float` that need only the shape and type, so that a lazy
+    stack can be checked without reading it. Raises ``ValueError`` as that function does."""
+    shape, dtype = tuple(shape), np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a numeric array, got dtype {dtype}.")
+    if 0 in shape:
+        raise ValueError(f"{name} is empty (shape {shape}); give at least one pixel.")
+    looks_rgb = len(shape) >= 3 and shape[-1] in (3, 4) and min(shape[-3:-1]) > 4
+    if looks_rgb and len(shape) - 1 in ndims:
+        raise ValueError(
+            f"{name} looks like an RGB(A) image (shape {shape}); convert it to grey "
+            "first, e.g. with skimage.color.rgb2gray."
+        )
+    if len(shape) not in ndims:
+        wanted = " or ".join(_describe_ndim(n) for n in ndims)
+        raise ValueError(f"{name} must be {wanted}, got an array of shape {shape}.")
 
 
 def _describe_ndim(ndim: int) -> str:

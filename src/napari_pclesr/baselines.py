@@ -82,6 +82,11 @@ def _count(value, name: str) -> int:
 # --- filtering helpers ---------------------------------------------------------------------
 
 
+def _blur_radius(sigma: float, truncate: float = TRUNCATE) -> int:
+    """Radius in pixels of the Gaussian kernel of :func:`gaussian_blur`."""
+    return int(truncate * sigma + 0.5)
+
+
 def _reflect_indices(size: int, radius: int, device) -> torch.Tensor:
     """Indices that extend an axis of ``size`` by ``radius`` on both sides with half-sample
     symmetry (scipy's ``mode="reflect"``, numpy's ``"symmetric"``), for any radius."""
@@ -169,6 +174,25 @@ class Baseline(nn.Module):
         """Restore (B, 1, H, W) frames on their own grid (identity here)."""
         return frames
 
+    def restore_radius(self) -> int | None:
+        """How far (output pixels) :meth:`restore` looks around a pixel; None if the whole
+        frame matters."""
+        return 0
+
+    @property
+    def receptive_field(self) -> int | None:
+        """Receptive-field radius in input pixels, or None for a global method.
+
+        The bicubic enlargement (scale > 1) reaches 2 input pixels; the restoration's radius
+        on the enlarged grid adds ``ceil(radius / scale)``. With a tile halo at least this
+        large, tiled processing equals whole frames (at the image border both see the same
+        boundary extension).
+        """
+        restore = self.restore_radius()
+        if restore is None:
+            return None
+        return math.ceil(restore / self.scale) + (2 if self.scale != 1 else 0)
+
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in {"scale": self.scale, **self.params}.items())
 
@@ -181,6 +205,11 @@ class Interpolation(Baseline):
         if mode not in ("nearest", "bilinear", "bicubic"):
             raise ValueError(f"mode must be nearest, bilinear or bicubic, got {mode!r}.")
         self.mode = mode
+
+    @property
+    def receptive_field(self) -> int:
+        """0 for nearest, 1 for bilinear and 2 for bicubic enlargement (0 at scale 1)."""
+        return 0 if self.scale == 1 else {"nearest": 0, "bilinear": 1, "bicubic": 2}[self.mode]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         check_frames(frames)
@@ -215,6 +244,9 @@ class UnsharpMask(Baseline):
             "amount": _number(amount, "amount"),
         }
 
+    def restore_radius(self) -> int:
+        return _blur_radius(self.params["radius"])
+
     def restore(self, frames: torch.Tensor) -> torch.Tensor:
         blurred = gaussian_blur(frames, self.params["radius"])
         return frames + self.params["amount"] * (frames - blurred)
@@ -247,6 +279,12 @@ class WienerDeconvolution(Baseline):
             "sigma": _number(sigma, "sigma"),
             "balance": _number(balance, "balance", strict=True),
         }
+
+    def restore_radius(self) -> None:
+        """None: the Fourier-domain filter acts on the whole frame at once. Its impulse
+        response decays within a few σ, but tiles would differ from whole frames, so Wiener
+        deconvolution always runs on whole frames."""
+        return None
 
     def restore(self, frames: torch.Tensor) -> torch.Tensor:
         height, width = frames.shape[-2:]
@@ -286,6 +324,10 @@ class RichardsonLucy(Baseline):
             "iterations": _count(iterations, "iterations"),
             "init": init,
         }
+
+    def restore_radius(self) -> int:
+        """Each iteration blurs twice."""
+        return 2 * self.params["iterations"] * _blur_radius(self.params["sigma"])
 
     def restore(self, frames: torch.Tensor) -> torch.Tensor:
         sigma = self.params["sigma"]
@@ -357,6 +399,10 @@ class TVDeconvolution(Baseline):
             "lam": _number(lam, "lam"),
             "iterations": _count(iterations, "iterations"),
         }
+
+    def restore_radius(self) -> int:
+        """Each iteration blurs twice (data term) or takes two differences (TV term)."""
+        return self.params["iterations"] * max(2 * _blur_radius(self.params["sigma"]), 2)
 
     def restore(self, frames: torch.Tensor) -> torch.Tensor:
         sigma, lam = self.params["sigma"], self.params["lam"]

@@ -63,8 +63,9 @@ from napari_pclesr._napari._reader import ROLE_KEY
 FOV_MASK_KEY = "fov_mask"
 #: A status line shows at most this many lines; the rest is elided (full text in the tooltip).
 STATUS_LINES = 3
-#: The scrolling body never asks for more height than this: docks stay small on small screens.
-BODY_MIN_HEIGHT = 40
+#: The scrolling body never asks for more height than this (a line): five docks stacked one
+#: above the other still fit an 800 px high screen.
+BODY_MIN_HEIGHT = 20
 #: Combo boxes are sized for this many characters, whatever the length of their items.
 COMBO_CHARACTERS = 12
 #: Width a dock asks for: with napari's layer list (~340 px) it leaves the canvas more than
@@ -249,6 +250,24 @@ def add_or_update_image(viewer, name: str, data, **attributes):
             setattr(layer, key, value)
         return layer
     return viewer.add_image(data, name=name, metadata=metadata, **attributes)
+
+
+def ssim_in_fov(image, reference, mask) -> float:
+    """SSIM of ``image`` against ``reference`` inside ``mask``, on the reference's intensity
+    scale (data range: its span in the FoV); NaN when the FoV is too thin for one SSIM
+    window. For a stack, the mean over the frames that have a score (HR-hat is NaN on
+    rejected frames)."""
+    from napari_pclesr.metrics import ssim
+
+    inside = reference[..., mask]
+    inside = inside[np.isfinite(inside)]
+    span = float(inside.max() - inside.min()) if inside.size else 0.0
+    try:
+        scores = np.atleast_1d(ssim(image, reference, data_range=span or 1.0, mask=mask))
+    except ValueError:
+        return float("nan")
+    finite = scores[np.isfinite(scores)]
+    return float(finite.mean()) if finite.size else float("nan")
 
 
 def percentile_limits(data, mask=None) -> tuple[float, float]:
@@ -496,6 +515,8 @@ class PclesrDock(QWidget):
     """
 
     title = ""
+    #: What the status line says when Stop is pressed ("" for nothing).
+    stopping_message = ""
 
     def __init__(self, napari_viewer):
         super().__init__()
@@ -667,11 +688,13 @@ class PclesrDock(QWidget):
         from napari.qt.threading import thread_worker
 
         done = threading.Event()
+        run = None
         if inspect.isgeneratorfunction(function):
+            run = function(*args, **kwargs)
 
             def body():
                 try:
-                    return (yield from function(*args, **kwargs))
+                    return (yield from run)
                 finally:
                     done.set()
 
@@ -684,6 +707,13 @@ class PclesrDock(QWidget):
                     done.set()
 
         worker = thread_worker(body, ignore_errors=True)()
+        if run is not None:
+            # A quit worker (Stop, or napari closing) stops iterating without closing the
+            # generator: close it in the worker thread, so its clean-up (a training run's
+            # last.pt) happens now rather than whenever it is garbage-collected.
+            worker.aborted.connect(
+                functools.partial(_close_generator, run, done), Qt.ConnectionType.DirectConnection
+            )
         make_room_in_thread_pool()
         for signal, handler in (
             ("yielded", yielded),
@@ -740,10 +770,30 @@ class PclesrDock(QWidget):
         if handler is not None and not self.closed:
             handler()
 
+    def start_job(self, function: Callable, job: dict, total: int, message: str):
+        """Start the dock's main job, ``function(job)``, in a worker: *Run* off, *Stop* on,
+        the progress bar at 0 of ``total`` and ``message`` shown. The dock's ``_run``,
+        ``_stop`` and ``_progress`` controls and its ``_on_progress``, ``_on_result``,
+        ``_on_error``, ``_on_aborted`` and ``_on_finished`` handlers take part."""
+        self._run.enabled, self._stop.enabled = False, True
+        self._progress.max, self._progress.value = max(total, 1), 0
+        self.report(message)
+        return self.start_worker(
+            function,
+            job,
+            yielded=self._on_progress,
+            returned=self._on_result,
+            errored=self._on_error,
+            aborted=self._on_aborted,
+            finished=self._on_finished,
+        )
+
     def stop(self) -> None:
-        """Ask the running job to stop (what the Stop button does)."""
+        """Ask the running job to stop (what the Stop button does) and say so."""
         if self.worker is not None:
             self._request_stop()
+            if self.stopping_message:
+                self.report(self.stopping_message)
 
     def _request_stop(self) -> None:
         """End the job. Must not touch widgets: it also runs while the dock is deleted."""
@@ -894,3 +944,11 @@ def tabify_with_siblings(window: QMainWindow, dock_widget: QDockWidget) -> None:
         window.tabifyDockWidget(siblings[0], dock_widget)
         dock_widget.show()
         dock_widget.raise_()
+
+
+def _close_generator(generator, done: threading.Event) -> None:
+    """Close a worker's generator (in the worker thread) and mark the worker done."""
+    try:
+        generator.close()
+    finally:
+        done.set()

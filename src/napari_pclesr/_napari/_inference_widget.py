@@ -1,9 +1,12 @@
-"""The "Super-resolve" dock: run a trained network or a baseline on an image layer.
+"""The "Super-resolve" dock: run a trained, pretrained or baseline model on an image layer.
 
-The work runs in a worker generator that calls :func:`napari_pclesr.infer.super_resolve` on a
-few frames at a time and yields an :class:`InferenceProgress` after each chunk, so the viewer
-stays responsive and *Stop* ends the run between two chunks. The output layer is added only
-when every frame is done.
+The work runs in a worker generator that streams the input through
+:meth:`napari_pclesr.infer.SuperResolver.iter_batches` (a lazy recording is read batch by
+batch) and yields an :class:`InferenceProgress` after each batch, so the viewer stays
+responsive and *Stop* ends the run between two batches. The output layer is added only when
+every frame is done. When the input has a sharp reference in the viewer (the HR it was
+simulated from, or HR-hat), the result and its input are scored against it, and a result
+worse than its input is said so.
 """
 
 from __future__ import annotations
@@ -19,16 +22,20 @@ from magicgui.widgets import ComboBox, FileEdit, ProgressBar, PushButton, SpinBo
 from napari_pclesr._napari._docks import (
     FOV_MASK_KEY,
     ROLE_KEY,
+    WORSE_MARGIN,
     PclesrDock,
     image_frames,
     image_layer_choices,
     layer_fov_mask,
+    layer_role,
     percentile_limits,
     pick_default,
     set_choices,
+    ssim_in_fov,
     tip,
     unwrapped,
 )
+from napari_pclesr.pretrained import PREFIX as PRETRAINED_PREFIX
 
 CHECKPOINT_SOURCE = "checkpoint"
 CHECKPOINT_FILTER = "*.pt *.pth *.ckpt"
@@ -45,6 +52,9 @@ BASELINE_NAMES = {
     "nearest": "Nearest-neighbour interpolation",
 }
 RESULT_PREFIX = "SR · "
+#: Frames scored against the reference to check a result (spread over the stack): enough for
+#: a clear verdict, few enough to take well under a second.
+CHECK_FRAMES = 8
 
 # Inference docks alive now, so that the training dock can hand them a new checkpoint.
 _LIVE_WIDGETS: weakref.WeakSet = weakref.WeakSet()
@@ -73,6 +83,7 @@ class InferenceResult:
     device: str
     elapsed_s: float
     settings: dict = field(default_factory=dict)
+    check: dict | None = None
 
 
 def baseline_choices(names) -> list[tuple[str, str]]:
@@ -80,11 +91,20 @@ def baseline_choices(names) -> list[tuple[str, str]]:
     return [(f"{BASELINE_NAMES.get(name, name)} ({name})", name) for name in names]
 
 
+def pretrained_choices(names) -> list[tuple[str, str]]:
+    """(label, source) of each pretrained network: ``pretrained:NAME`` as the source."""
+    return [(f"Pretrained: {name}", PRETRAINED_PREFIX + name) for name in names]
+
+
 def _load_catalogue() -> dict:
-    from napari_pclesr import baselines
+    from napari_pclesr import baselines, pretrained
     from napari_pclesr._napari._docks import device_choices
 
-    return {"baselines": baselines.available(), "devices": device_choices()}
+    return {
+        "baselines": baselines.available(),
+        "pretrained": pretrained.available(),
+        "devices": device_choices(),
+    }
 
 
 class InferenceWidget(PclesrDock):
@@ -99,6 +119,7 @@ class InferenceWidget(PclesrDock):
     """
 
     title = "Super-resolve"
+    stopping_message = "Stopping after the current frames…"
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
@@ -112,8 +133,8 @@ class InferenceWidget(PclesrDock):
                 label="Method",
                 choices=[("Trained model (checkpoint file)", CHECKPOINT_SOURCE)],
             ),
-            "A network you trained (its best.pt or last.pt), or a classical baseline to compare "
-            "with.",
+            "A network you trained (its best.pt or last.pt), a pretrained network shipped with "
+            "the plugin, or a classical baseline to compare with.",
         )
         self._checkpoint = tip(
             FileEdit(label="Model file (.pt)", mode="r", filter=CHECKPOINT_FILTER, nullable=True),
@@ -135,9 +156,10 @@ class InferenceWidget(PclesrDock):
             "processes whole frames. Try 256–512; it must exceed twice the overlap.",
         )
         self._overlap = tip(
-            SpinBox(label="Tile overlap in pixels", min=0, max=1024, value=16),
-            "How much neighbouring tiles overlap; they are blended there so no seam shows. "
-            "16–64 pixels.",
+            SpinBox(label="Tile overlap in pixels (0: exact)", min=0, max=1024, value=0),
+            "Context each tile sees around the part it keeps. 0 uses the network's reach "
+            "(receptive field), which makes the tiled result equal the whole-frame one; a "
+            "smaller value is faster but may show seams.",
         )
         self._batch_size = tip(
             SpinBox(label="Frames per batch", min=1, max=1024, value=8),
@@ -189,24 +211,8 @@ class InferenceWidget(PclesrDock):
             self.report(str(exc), "error")
             return None
         total = 1 if job["frames"].ndim == 2 else len(job["frames"])
-        self._progress.max, self._progress.value = total, 0
-        self._run.enabled, self._stop.enabled = False, True
-        self.report(f"Super-resolving '{job['layer'].name}' ({total} frame(s))…")
-        return self.start_worker(
-            _super_resolve_in_chunks,
-            job,
-            yielded=self._on_progress,
-            returned=self._on_result,
-            errored=self._on_error,
-            aborted=self._on_aborted,
-            finished=self._on_finished,
-        )
-
-    def stop(self):
-        """Stop the running job after its current chunk of frames; no layer is added."""
-        if self.worker is not None:
-            super().stop()
-            self.report("Stopping after the current frames…")
+        message = f"Super-resolving '{job['layer'].name}' ({total} frame(s))…"
+        return self.start_job(_super_resolve_streamed, job, total, message)
 
     def use_checkpoint(self, path) -> None:
         """Select the checkpoint file ``path`` as the model (e.g. a finished training's best)."""
@@ -229,6 +235,7 @@ class InferenceWidget(PclesrDock):
             self._source,
             [
                 ("Trained model (checkpoint file)", CHECKPOINT_SOURCE),
+                *pretrained_choices(catalogue["pretrained"]),
                 *baseline_choices(catalogue["baselines"]),
             ],
         )
@@ -248,11 +255,11 @@ class InferenceWidget(PclesrDock):
         settings = {
             "device": self._device.value,
             "tile": tile,
-            "overlap": int(self._overlap.value),
+            "overlap": int(self._overlap.value) or None,
             "batch_size": int(self._batch_size.value),
             "half": HALF_CHOICES[self._half.value],
         }
-        if tile is not None and tile <= 2 * settings["overlap"]:
+        if tile is not None and tile <= 2 * (settings["overlap"] or 0):
             raise ValueError(
                 f"The tile ({tile}) must be larger than twice the overlap "
                 f"({settings['overlap']}); use a larger tile, a smaller overlap, or tile 0."
@@ -265,6 +272,8 @@ class InferenceWidget(PclesrDock):
                     f"baseline as the method{f'; {path} does not exist' if path else ''}."
                 )
             source, scale = Path(path), None
+        elif self._source.value.startswith(PRETRAINED_PREFIX):
+            source, scale = self._source.value, None
         else:
             source, scale = self._source.value, int(self._baseline_scale.value)
         return {
@@ -274,7 +283,20 @@ class InferenceWidget(PclesrDock):
             "scale": scale,
             "settings": settings,
             "layer": layer,
+            "references": self._references(layer),
         }
+
+    def _references(self, layer) -> list[tuple[str, object]]:
+        """Sharp layers a result of ``layer`` can be checked against, best first: the HR it
+        was simulated from, then the newest HR or HR-hat layers (the worker keeps the first
+        whose shape fits the result)."""
+        from napari.layers import Image
+
+        images = [other for other in self.viewer.layers if isinstance(other, Image)]
+        origin = layer.metadata.get("simulated_from")
+        ordered = [other for other in images if other.name == origin]
+        ordered += [other for other in reversed(images) if layer_role(other) == "hr"]
+        return [(other.name, other.data) for other in ordered if other is not layer]
 
     def _on_progress(self, event: InferenceProgress) -> None:
         self._progress.value = event.done
@@ -303,6 +325,7 @@ class InferenceWidget(PclesrDock):
             "sr_device": result.device,
             "sr_source_layer": layer.name,
             "sr_settings": result.settings,
+            "sr_check": result.check,
         }
         attributes = {
             "metadata": metadata,
@@ -321,10 +344,26 @@ class InferenceWidget(PclesrDock):
                 result.data, name=RESULT_PREFIX + result.model_label, **attributes
             ).name
         frames = 1 if result.data.ndim == 2 else len(result.data)
-        self.report(
+        done = (
             f"Done: '{name}', {frames} frame(s) with {result.model_label} (×{result.scale}) on "
-            f"{result.device} in {result.elapsed_s:.1f} s. Score it in the SR metrics dock."
+            f"{result.device} in {result.elapsed_s:.1f} s."
         )
+        check = result.check
+        if check is None:
+            self.report(f"{done} Score it in the SR metrics dock.")
+            return
+        versus = (
+            f"SSIM against '{check['reference']}' {check['sr_ssim']:.3f}, its input "
+            f"{check['lr_ssim']:.3f}"
+        )
+        if check["sr_ssim"] < check["lr_ssim"] - WORSE_MARGIN:
+            self.report(
+                f"{done} It is worse than its input ({versus}): use a better-trained model "
+                "or another method.",
+                "warning",
+            )
+        else:
+            self.report(f"{done} {versus}.")
 
     def _previous_result(self, metadata: dict):
         """The layer an earlier run of the same model on the same input made, if any."""
@@ -360,61 +399,77 @@ def find_inference_dock(viewer):
     return None
 
 
-def _super_resolve_in_chunks(job: dict):
-    """Generator run by the worker: super-resolve a few frames at a time, yielding progress."""
-    from napari_pclesr.data.patches import fov_from_frames, upscale_mask
-    from napari_pclesr.devices import select_device
-    from napari_pclesr.infer import super_resolve
+def _super_resolve_streamed(job: dict):
+    """Generator run by the worker: stream the frames through the model batch by batch,
+    yielding progress; then check the result against a sharp reference when there is one."""
+    from napari_pclesr import pretrained
+    from napari_pclesr.infer import SuperResolver
     from napari_pclesr.train.checkpoint import load_checkpoint
 
     start = time.perf_counter()
     settings = job["settings"]
-    device = str(select_device(settings["device"]))
-    source = job["source"]
-    if isinstance(source, Path):
-        # Read and check the file once; every chunk reuses the loaded dict.
-        checkpoint = load_checkpoint(source)
-        model_label = checkpoint["model"].get("name") or "custom"
-        source, checkpoint_path = checkpoint, job["source"]
+    source, checkpoint_path = job["source"], None
+    if isinstance(source, str) and source.startswith(PRETRAINED_PREFIX):
+        model_label = source.removeprefix(PRETRAINED_PREFIX)
+        checkpoint_path = pretrained.checkpoint_path(source)
+        source = load_checkpoint(checkpoint_path)
+    elif isinstance(source, Path):
+        # Read and check the file once, here: the label is the network's name.
+        checkpoint_path = source
+        source = load_checkpoint(source)
+        model_label = source["model"].get("name") or "custom"
     else:
         model_label = source if job["scale"] == 1 else f"{source} ×{job['scale']}"
-        checkpoint_path = None
+    resolver = SuperResolver(source, scale=job["scale"], **settings)
     frames = job["frames"]
     stack = frames[np.newaxis] if frames.ndim == 2 else frames
-    # One FoV for the whole stack: per chunk it would depend on how frames are grouped.
-    mask = job["fov_mask"] if job["fov_mask"] is not None else fov_from_frames(np.asarray(stack))
-    chunk = settings["batch_size"]
-    outputs = []
-    for first in range(0, len(stack), chunk):
-        outputs.append(
-            super_resolve(
-                np.asarray(stack[first : first + chunk]),
-                source,
-                device=device,
-                tile=settings["tile"],
-                overlap=settings["overlap"],
-                batch_size=settings["batch_size"],
-                half=settings["half"],
-                fov_mask=mask,
-                scale=job["scale"],
-            )
-        )
-        yield InferenceProgress(
-            done=min(first + chunk, len(stack)),
-            total=len(stack),
-            device=device,
-            elapsed_s=time.perf_counter() - start,
-        )
-    output = np.concatenate(outputs)
-    scale = output.shape[-1] // stack.shape[-1]
+    scale = resolver.scale
+    total, height, width = stack.shape
+    output = np.empty((total, height * scale, width * scale), np.float32)
+    # The output is 0 outside the FoV: where some output frame is nonzero is the SR's FoV,
+    # known without reading the (possibly lazy) input twice.
+    fov = np.zeros(output.shape[1:], bool)
+    name = f"layer '{job['layer'].name}'"
+    for batch in resolver.iter_batches(stack, fov_mask=job["fov_mask"], name=name):
+        output[batch.start : batch.stop] = batch.frames
+        fov |= (batch.frames != 0).any(axis=0)
+        yield InferenceProgress(batch.stop, total, str(resolver.device), batch.progress.elapsed_s)
+    if job["fov_mask"] is not None:
+        from napari_pclesr.data.patches import upscale_mask
+
+        fov = upscale_mask(job["fov_mask"], scale)
     return InferenceResult(
         data=output[0] if frames.ndim == 2 else output,
         source_layer=job["layer"],
         model_label=model_label,
         checkpoint=checkpoint_path,
         scale=scale,
-        fov_mask=upscale_mask(mask, scale),
-        device=device,
+        fov_mask=fov,
+        device=str(resolver.device),
         elapsed_s=time.perf_counter() - start,
         settings=settings,
+        check=_check_against_reference(stack, output, fov, scale, job["references"]),
     )
+
+
+def _check_against_reference(lr, sr, fov, scale: int, references) -> dict | None:
+    """SSIM of the result and of its input (nearest-upsampled) against the first reference
+    of the result's shape, on up to :data:`CHECK_FRAMES` frames; None without one."""
+    for name, data in references:
+        shape = tuple(data.shape)
+        if shape not in (sr.shape, sr.shape[1:]) or (len(shape) == 3 and shape[0] != len(sr)):
+            continue
+        chosen = np.unique(np.linspace(0, len(sr) - 1, CHECK_FRAMES).astype(int))
+        # Frame by frame: a lazy stack (a recording, HR-hat) reads only these frames.
+        reference = np.stack(
+            [np.asarray(data[i] if len(shape) == 3 else data, np.float32) for i in chosen]
+        )
+        lr_frames = np.stack([np.asarray(lr[i], np.float32) for i in chosen])
+        lr_on_grid = np.kron(lr_frames, np.ones((1, scale, scale), np.float32))
+        return {
+            "reference": name,
+            "frames": chosen.tolist(),
+            "sr_ssim": ssim_in_fov(sr[chosen], reference, fov),
+            "lr_ssim": ssim_in_fov(lr_on_grid, reference, fov),
+        }
+    return None

@@ -11,6 +11,7 @@ the dock's width without asking for more.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt
@@ -19,6 +20,8 @@ from qtpy.QtWidgets import QSizePolicy, QToolTip, QWidget
 
 #: Distinct colours that read on napari's dark and light themes.
 PALETTE = ("#4e9ae8", "#f0a030", "#59c46a", "#e0506a", "#a87fe0", "#40c0c0")
+#: How near (pixels) a click must land to a point to pick it.
+PICK_RADIUS = 8
 #: Pixels between the plot frame and the widget's edge, besides the tick labels.
 MARGIN = 6
 TICK_LENGTH = 4
@@ -114,11 +117,13 @@ class _Chart(QWidget):
 
 @dataclass
 class Series:
-    """One line of a :class:`LinePlot`: its points, legend label and look."""
+    """One line of a :class:`LinePlot`: its points, legend label and look (``marker``:
+    ``""``, ``"dot"`` or ``"cross"``; ``joined``: a line through the points)."""
 
     label: str
     colour: str
-    markers: bool = False
+    marker: str = ""
+    joined: bool = True
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
 
@@ -133,6 +138,15 @@ class LinePlot(_Chart):
     log_y : bool
         A logarithmic value axis (for losses, which shrink by orders of magnitude); values
         <= 0 are left out.
+
+    Attributes
+    ----------
+    h_lines : list of (float, str)
+        Dashed horizontal guides (value, colour), e.g. a threshold.
+    cursor_x : float or None
+        A vertical line at this x (e.g. the viewer's current frame).
+    on_click : callable or None
+        Called with the x of the point nearest to a click (within :data:`PICK_RADIUS`).
     """
 
     def __init__(self, x_label: str = "", y_label: str = "", log_y: bool = False, parent=None):
@@ -140,11 +154,42 @@ class LinePlot(_Chart):
         self.log_y = log_y
         self.series: dict[str, Series] = {}
         self.empty_text = "No data yet."
+        self.h_lines: list[tuple[float, str]] = []
+        self.cursor_x: float | None = None
+        self.on_click: Callable[[float], None] | None = None
+        # Each point drawn: (pixel x, pixel y, data x, series, index among its drawn points).
+        self._drawn: list[tuple[float, float, float, str, int]] = []
 
-    def add_series(self, key: str, label: str, colour: str | None = None, markers=False) -> None:
+    def add_series(
+        self,
+        key: str,
+        label: str,
+        colour: str | None = None,
+        marker: str = "",
+        joined: bool = True,
+    ) -> None:
         """Declare a series (its legend entry appears with its first point)."""
         colour = colour or PALETTE[len(self.series) % len(PALETTE)]
-        self.series[key] = Series(label, colour, markers)
+        self.series[key] = Series(label, colour, marker, joined)
+
+    def set_points(self, key: str, xs, ys) -> None:
+        """Replace a series' points and redraw."""
+        line = self.series[key]
+        line.xs[:] = [float(x) for x in xs]
+        line.ys[:] = [float(y) for y in ys]
+        self.update()
+
+    def set_cursor(self, x: float | None) -> None:
+        """Move the vertical cursor line (None hides it)."""
+        self.cursor_x = x
+        self.update()
+
+    def remove_series(self) -> None:
+        """Forget every series and guide (for a run that logs other terms)."""
+        self.series.clear()
+        self.h_lines.clear()
+        self.cursor_x = None
+        self.update()
 
     def append(self, key: str, x: float, y: float) -> None:
         """Add a point to a series and redraw."""
@@ -205,7 +250,8 @@ class LinePlot(_Chart):
             painter.drawText(self.rect(), Qt.AlignCenter | Qt.TextWordWrap, self.empty_text)
             return
         points = [p for line in shown.values() for p in line]
-        y_low, y_high = padded_range([p[1] for p in points])
+        guides = [g for value, _ in self.h_lines if (g := self._shown(value)) is not None]
+        y_low, y_high = padded_range([p[1] for p in points] + guides)
         x_low = min(0.0, min(p[0] for p in points))
         x_high = max(p[0] for p in points)
         x_high = x_high if x_high > x_low else x_low + 1.0
@@ -231,24 +277,72 @@ class LinePlot(_Chart):
             QPointF(frame.center().x() - title_width / 2, self.height() - MARGIN), self.x_label
         )
         painter.setClipRect(frame.adjusted(-3, -3, 3, 3))
+        self._draw_guides(painter, frame, to_x, to_y)
+        self._drawn = []
         for key, line_points in shown.items():
-            self._draw_line(painter, self.series[key], [(to_x(x), to_y(y)) for x, y in line_points])
+            pixels = [(to_x(x), to_y(y)) for x, y in line_points]
+            self._draw_line(painter, self.series[key], pixels)
+            self._drawn += [
+                (px, py, x, key, index)
+                for index, ((px, py), (x, _)) in enumerate(zip(pixels, line_points, strict=True))
+            ]
         painter.setClipping(False)
         self._draw_legend(painter, frame, [key for key, pts in shown.items() if pts])
+
+    def _draw_guides(self, painter, frame: QRectF, to_x, to_y) -> None:
+        for value, colour in self.h_lines:
+            if (shown := self._shown(value)) is not None:
+                painter.setPen(QPen(QColor(colour), 1, Qt.DashLine))
+                y = to_y(shown)
+                painter.drawLine(QPointF(frame.left(), y), QPointF(frame.right(), y))
+        if self.cursor_x is not None:
+            grey = QColor(self.foreground())
+            grey.setAlpha(140)
+            painter.setPen(QPen(grey, 1))
+            x = to_x(self.cursor_x)
+            painter.drawLine(QPointF(x, frame.top()), QPointF(x, frame.bottom()))
 
     def _draw_line(self, painter, line: Series, points) -> None:
         colour = QColor(line.colour)
         painter.setPen(QPen(colour, 1.6))
-        if len(points) > 1:
+        if line.joined and len(points) > 1:
             path = QPainterPath(QPointF(*points[0]))
             for point in points[1:]:
                 path.lineTo(QPointF(*point))
             painter.drawPath(path)
-        if line.markers or len(points) == 1:
+        if line.marker == "cross":
+            painter.setPen(QPen(colour, 2))
+            for x, y in points:
+                painter.drawLine(QPointF(x - 3.5, y - 3.5), QPointF(x + 3.5, y + 3.5))
+                painter.drawLine(QPointF(x - 3.5, y + 3.5), QPointF(x + 3.5, y - 3.5))
+        elif line.marker or len(points) == 1:
             painter.setBrush(colour)
             for x, y in points:
                 painter.drawEllipse(QPointF(x, y), 2.5, 2.5)
             painter.setBrush(Qt.NoBrush)
+
+    def point_near(self, position: QPointF) -> float | None:
+        """The x value of the drawn point nearest to ``position`` (widget pixels), if within
+        :data:`PICK_RADIUS`."""
+        best, nearest = PICK_RADIUS**2, None
+        for px, py, x, _, _ in self._drawn:
+            distance = (px - position.x()) ** 2 + (py - position.y()) ** 2
+            if distance <= best:
+                best, nearest = distance, x
+        return nearest
+
+    def pixel_of(self, key: str, index: int) -> QPointF:
+        """Where the ``index``-th drawn point of series ``key`` was last drawn (for tests)."""
+        for px, py, _, drawn_key, drawn_index in self._drawn:
+            if (drawn_key, drawn_index) == (key, index):
+                return QPointF(px, py)
+        raise ValueError(f"point {index} of {key!r} is not drawn")
+
+    def mousePressEvent(self, event) -> None:
+        x = self.point_near(QPointF(event.pos()))
+        if x is not None and self.on_click is not None:
+            self.on_click(x)
+        super().mousePressEvent(event)
 
     def _draw_legend(self, painter, frame: QRectF, keys: list[str]) -> None:
         metrics = painter.fontMetrics()

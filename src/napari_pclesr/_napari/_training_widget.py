@@ -1,9 +1,11 @@
-"""The "Train an SR model" dock: supervised training from image layers or built-in phantoms.
+"""The "Train an SR model" dock: supervised, adversarial (SRGAN) or cycle-GAN training from
+image layers or built-in phantoms.
 
 The run is :func:`napari_pclesr.train.iter_train` inside a worker generator: its typed events
 (:mod:`napari_pclesr.train.events`) move the progress bar, the status line and a live plot of
-the training and validation losses, and at every validation the current model super-resolves
-a fixed validation frame into a preview layer. *Stop* sets the loop's ``stop_event``: the
+every logged loss term (the generator's and the discriminator's for GANs) and of the
+validation score, and at every validation the current model super-resolves a fixed
+validation frame into a preview layer. *Stop* sets the loop's ``stop_event``: the
 current iteration finishes, ``last.pt`` is written, and the run ends with a
 :class:`~napari_pclesr.train.TrainingFinished` event like a completed one.
 """
@@ -44,6 +46,7 @@ from napari_pclesr._napari._docks import (
     layer_fov_mask,
     percentile_limits,
     set_choices,
+    ssim_in_fov,
     tip,
 )
 from napari_pclesr._napari._inference_widget import (
@@ -64,6 +67,20 @@ DATA_CHOICES = [
 INFERENCE_WIDGET = "Super-resolve (inference)"
 #: The network the dock starts with: the smallest, quick to try on a CPU.
 DEFAULT_MODEL = "fsrcnn"
+#: Plain names of the training objectives (``TrainConfig.objective``).
+OBJECTIVE_CHOICES = [
+    ("Supervised: learn from pairs", "supervised"),
+    ("Adversarial (SRGAN): pairs + a critic", "adversarial"),
+    ("Cycle GAN (seed 001): no HR needed", "cycle"),
+]
+#: Where the cycle GAN's critic takes its "real" patches from (``TrainConfig.target_domain``).
+TARGET_DOMAIN_CHOICES = [
+    ("Natural photographs (built in)", "natural"),
+    ("The sharp (HR) images of the data", "paired"),
+    ("The fibre images shrunk ×4", "rescaled"),
+]
+#: Terms plotted on the loss axis (D's accuracies are in [0, 1] and go to the log only).
+PLOTTED_GROUPS = ("G", "D")
 #: Plain names of the losses; the registry name follows in brackets.
 LOSS_NAMES = {
     "ssim+l1": "Structure + absolute error",
@@ -158,6 +175,8 @@ class TrainingWidget(PclesrDock):
         self._last_ssim: float | None = None
         self._warned_worse = False
         self._run_device = ""
+        self._plotted: list[str] = []
+        self._score_name = "validation loss"
         self._resume_iteration: int | None = None
         # (network, hyper-parameters, scale) -> the problem building it showed, or None.
         self._model_problems: dict[tuple, str | None] = {}
@@ -170,6 +189,7 @@ class TrainingWidget(PclesrDock):
         self._hparams.changed.connect(self._describe_model)
         self._scale.changed.connect(self._describe_model)
         self._source.changed.connect(self._show_source_options)
+        self._objective.changed.connect(self._show_source_options)
         self._resume.changed.connect(self._fill_from_checkpoint)
         self._out_dir.changed.connect(self._update_model_buttons)
         self._start.changed.connect(self.start)
@@ -206,6 +226,51 @@ class TrainingWidget(PclesrDock):
             ComboBox(label="Network", choices=[DEFAULT_MODEL], value=DEFAULT_MODEL),
             "The network to train. fsrcnn is small and quick on a CPU; edsr and densenet_sr "
             "are larger and want a GPU.",
+        )
+        self._objective = tip(
+            ComboBox(label="Training method (objective)", choices=OBJECTIVE_CHOICES),
+            "Supervised: the network learns to turn each fibre image into its sharp image "
+            "(seed paper 000). Adversarial (SRGAN): the same plus a critic network that pushes "
+            "the output to look like sharp images. Cycle GAN (seed 001): learns from fibre "
+            "images alone; a critic compares the output with sharp images of other scenes.",
+        )
+        self._adv_weight = tip(
+            LineEdit(label="Adversarial weight", value=""),
+            "How much the critic's opinion counts against the content loss; empty: 1e-3 for "
+            "SRGAN, 1 for the cycle GAN (the papers' values). 1e-4–1e-2 for SRGAN.",
+        )
+        self._pretrain = tip(
+            SpinBox(label="Warm-up without the critic (steps)", min=0, max=10_000_000),
+            "The first steps train the network alone (content loss, or the fibre losses of the "
+            "cycle GAN) before the critic starts: GANs are steadier from a sensible start. "
+            "0–a few thousand.",
+        )
+        self._gan_loss = tip(
+            ComboBox(
+                label="Critic loss",
+                choices=[("Standard GAN (bce)", "bce"), ("Relativistic average (ragan)", "ragan")],
+            ),
+            "How the critic is scored: the standard cross-entropy, or ESRGAN's relativistic "
+            "average loss (often steadier).",
+        )
+        self._d_lr = tip(
+            LineEdit(label="Critic learning rate", value=""),
+            "Adam step size of the critic; empty: the network's learning rate.",
+        )
+        self._vec_weight = tip(
+            FloatSpinBox(label="Fibre consistency weight (l_Vec)", min=0.0, max=1000.0, step=0.1),
+            "Cycle GAN: how strongly the output, sampled back at the fibres, must give the "
+            "input's fibre values (seed 001: 1).",
+        )
+        self._reg_weight = tip(
+            FloatSpinBox(label="Row/column mean weight (l_Reg)", min=0.0, max=1000.0, step=0.1),
+            "Cycle GAN: how strongly the output's row and column means must follow the "
+            "input's (seed 001: 1).",
+        )
+        self._target_domain = tip(
+            ComboBox(label="Critic's sharp examples", choices=TARGET_DOMAIN_CHOICES),
+            "Cycle GAN: what the critic learns 'sharp' from: built-in natural photographs, the "
+            "sharp images of these data (when they have them), or the fibre images shrunk ×4.",
         )
         self._iterations = tip(
             SpinBox(label="Training steps (iterations)", min=1, max=10_000_000),
@@ -300,17 +365,17 @@ class TrainingWidget(PclesrDock):
         self._history.read_only = True
         self._history.native.setMaximumHeight(140)
         self.plot = LinePlot(x_label="training step", y_label="loss", log_y=True)
-        self.plot.add_series("train", "training")
-        self.plot.add_series("val", "validation", markers=True)
         self.plot.empty_text = "The loss curves appear here once training runs."
         self.plot.setToolTip(
-            "Training loss (mean since the previous report) and validation loss, on a log "
-            "scale. Both should fall; validation rising while training falls means overfitting."
+            "Every loss the run logs (mean since the previous report) and the validation "
+            "score, on a log scale. Supervised: both should fall; validation rising while "
+            "training falls means overfitting. GANs: the generator (G) and critic (D) losses "
+            "should stay balanced; D near 0 means the critic has won."
         )
         self.plot.setMinimumHeight(150)
 
         self.add_rows([self._source, self._hr_layers, self._lr_layer])
-        self.add_rows([self._model, self._iterations, self._out_dir])
+        self.add_rows([self._model, self._objective, self._iterations, self._out_dir])
         self.add_widget(self.plot, stretch=1)
         self.add_widget(button_row(self._use_best, self._use_last))
         self._settings = [
@@ -328,8 +393,18 @@ class TrainingWidget(PclesrDock):
             self._resume,
         ]
         self.add_advanced([self._hparams, self._n_parameters, *self._settings[1:]])
+        self._gan_settings = [
+            self._adv_weight,
+            self._pretrain,
+            self._gan_loss,
+            self._d_lr,
+            self._vec_weight,
+            self._reg_weight,
+            self._target_domain,
+        ]
+        self.add_advanced(self._gan_settings, title="Adversarial options")
         self.add_advanced([self._history], title="Log")
-        self._settings += [self._model, self._iterations]
+        self._settings += [self._model, self._objective, self._iterations, *self._gan_settings]
         self.add_actions(self._start, self._stop)
         self.add_footer(self._progress)
 
@@ -406,6 +481,8 @@ class TrainingWidget(PclesrDock):
             ) from None
         val_every = int(self._val_every.value)
         iterations = int(self._iterations.value)
+        adv_weight = _optional_number(self._adv_weight.value, "adversarial weight")
+        d_lr = _optional_number(self._d_lr.value, "critic learning rate")
         if self._resume.value is not None and iterations <= (self._resume_iteration or 0):
             raise ValueError(
                 f"{self._resume.value.name} is at step {self._resume_iteration}; set the "
@@ -429,6 +506,14 @@ class TrainingWidget(PclesrDock):
             sigma_mult=float(self._sigma_mult.value),
             sigma_add=float(self._sigma_add.value),
             data=self._data_source(read_layers=False).description(),
+            objective=self._objective.value,
+            adv_weight=adv_weight,
+            d_lr=d_lr,
+            pretrain_iterations=int(self._pretrain.value),
+            gan_loss=self._gan_loss.value,
+            vec_weight=float(self._vec_weight.value),
+            reg_weight=float(self._reg_weight.value),
+            target_domain=self._target_domain.value,
         )
         # Building the network would block the UI (torch's first use of its "meta" device
         # takes seconds): reuse the check made in the background when a setting changed. A
@@ -474,6 +559,12 @@ class TrainingWidget(PclesrDock):
         self._sigma_mult.value = defaults.sigma_mult
         self._sigma_add.value = defaults.sigma_add
         self._seed.value = defaults.seed
+        self._objective.value = defaults.objective
+        self._pretrain.value = defaults.pretrain_iterations
+        self._gan_loss.value = defaults.gan_loss
+        self._vec_weight.value = defaults.vec_weight
+        self._reg_weight.value = defaults.reg_weight
+        self._target_domain.value = defaults.target_domain
         self.ready = True
         self._describe_model()
 
@@ -483,6 +574,12 @@ class TrainingWidget(PclesrDock):
         self.set_row_visible(self._lr_layer, source == PAIRED)
         for control in (self._sigma_mult, self._sigma_add):
             self.set_row_visible(control, source != PAIRED)
+        objective = self._objective.value
+        self.set_row_visible(self._loss, objective != "cycle")  # the cycle has its own terms
+        for control in self._gan_settings:
+            self.set_row_visible(control, objective != "supervised")
+        for control in (self._vec_weight, self._reg_weight, self._target_domain):
+            self.set_row_visible(control, objective == "cycle")
 
     def _describe_model(self, _value=None) -> None:
         """Show the parameter count of the chosen network (counted in a worker: building even
@@ -540,6 +637,15 @@ class TrainingWidget(PclesrDock):
         self._sigma_mult.value = saved["sigma_mult"]
         self._sigma_add.value = saved["sigma_add"]
         self._iterations.value = max(self._iterations.value, saved["iterations"])
+        self._objective.value = saved["objective"]
+        self._pretrain.value = saved["pretrain_iterations"]
+        self._gan_loss.value = saved["gan_loss"]
+        self._vec_weight.value = saved["vec_weight"]
+        self._reg_weight.value = saved["reg_weight"]
+        for field_name, control in (("adv_weight", self._adv_weight), ("d_lr", self._d_lr)):
+            control.value = "" if saved[field_name] is None else f"{saved[field_name]:g}"
+        if saved["target_domain"] in {value for _, value in TARGET_DOMAIN_CHOICES}:
+            self._target_domain.value = saved["target_domain"]
         if saved["data"] == "sample":
             self._source.value = SAMPLE
         self.report(
@@ -607,9 +713,14 @@ class TrainingWidget(PclesrDock):
             self._last_ssim = event.val_ssim
             self.plot.append("val", event.iteration, event.val_loss)
             best = " (best)" if event.is_best else ""
+            extra = "".join(
+                f", {name} {value:.4g}"
+                for name, value in event.scores.items()
+                if name not in ("loss", "ssim")
+            )
             self._log(
-                f"validation at {event.iteration}: loss {event.val_loss:.4g}, "
-                f"SSIM {event.val_ssim:.4f}{best}"
+                f"validation at {event.iteration}: {self._score_name} {event.val_loss:.4g}, "
+                f"SSIM {event.val_ssim:.4f}{extra}{best}"
             )
         elif isinstance(event, CheckpointSaved):
             self._checkpoints[event.kind] = Path(event.path)
@@ -621,7 +732,17 @@ class TrainingWidget(PclesrDock):
             self._on_training_finished(event.result)
 
     def _on_started(self, event) -> None:
+        from napari_pclesr.train import TERMS
+
         self._end_preparation()
+        # One curve per loss term the objective logs (G and D for GANs), then validation.
+        self.plot.remove_series()
+        self._plotted = [name for name in event.terms if TERMS[name][1] in PLOTTED_GROUPS]
+        for name in self._plotted:
+            label, group = TERMS[name]
+            self.plot.add_series(name, label if group == "G" else f"{label} (D)")
+        self._score_name = event.score
+        self.plot.add_series("val", event.score, marker="dot")
         self._progress.max, self._progress.value = event.iterations, event.start_iteration
         precision = f", {event.amp_dtype}" if event.amp_dtype else ""
         self._log(
@@ -635,7 +756,10 @@ class TrainingWidget(PclesrDock):
 
     def _on_iteration(self, event) -> None:
         self._progress.value = event.iteration
-        self.plot.append("train", event.iteration, event.loss)
+        terms = event.terms or {"loss": event.loss}
+        for name in self._plotted:
+            if name in terms:  # D's terms are absent during the warm-up
+                self.plot.append(name, event.iteration, terms[name])
         ssim = "–" if self._last_ssim is None else f"{self._last_ssim:.4f}"
         memory = "" if event.memory_mb is None else f" · {event.memory_mb:,.0f} MB"
         self.report(
@@ -643,7 +767,8 @@ class TrainingWidget(PclesrDock):
             f"validation SSIM {ssim} · {event.iterations_per_s:.2f} steps/s · "
             f"{format_duration(event.eta_s)} left · {self._run_device}{memory}"
         )
-        self._log(f"step {event.iteration}: loss {event.loss:.4g}, lr {event.lr:.3g}")
+        logged = ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
+        self._log(f"step {event.iteration}: {logged}, lr {event.lr:.3g}")
 
     def _show_preview(self, preview: TrainingPreview) -> None:
         """Show the preview's input and output side by side, right of the other layers."""
@@ -965,29 +1090,18 @@ def _preview(source: dict, saved, config) -> TrainingPreview:
     """Run the checkpoint just saved on the preview crop and score it against the HR."""
     from napari_pclesr.data.patches import upscale_mask
     from napari_pclesr.infer import super_resolve
-    from napari_pclesr.metrics import ssim
 
     sr = super_resolve(source["lr"], saved.path, device=config.device, fov_mask=source["mask"])
     hr_mask = upscale_mask(source["mask"], config.scale)
     lr_on_hr_grid = np.kron(source["lr"], np.ones((config.scale, config.scale), np.float32))
     reference = source["hr"]
-    span = float(reference[hr_mask].max() - reference[hr_mask].min()) if hr_mask.any() else 0.0
-
-    def score(image) -> float:
-        # SSIM on the HR's intensity scale (data range = its span inside the FoV); NaN when
-        # the crop's field of view is too thin for one whole SSIM window.
-        try:
-            return float(ssim(image, reference, data_range=span or 1.0, mask=hr_mask))
-        except ValueError:
-            return float("nan")
-
     return TrainingPreview(
         iteration=saved.iteration,
         lr=source["lr"],
         sr=sr,
         fov_mask=source["mask"],
-        sr_ssim=score(sr),
-        lr_ssim=score(lr_on_hr_grid),
+        sr_ssim=ssim_in_fov(sr, reference, hr_mask),
+        lr_ssim=ssim_in_fov(lr_on_hr_grid, reference, hr_mask),
     )
 
 
@@ -998,3 +1112,15 @@ def _summary(source: DataSource, data) -> str:
     split = " / ".join(", ".join(part.names) for part in parts)
     lr = "recorded LR" if source.lr is not None else "simulated LR"
     return f"{lr}: {split}"
+
+
+def _optional_number(text: str, what: str) -> float | None:
+    """A number typed in a field that may stay empty (None: the default)."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"The {what} must be a number such as 1e-3, or empty; got {text!r}."
+        ) from None

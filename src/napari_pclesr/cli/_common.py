@@ -11,7 +11,9 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_SOME_FAILED",
+    "EXIT_STATUSES",
     "EXIT_STOPPED",
+    "EXIT_TERMINATED",
     "refuse_overwriting_inputs",
 ]
 
@@ -23,8 +25,20 @@ EXIT_SOME_FAILED = 1
 EXIT_BAD_INPUT = 2
 #: A training run was stopped on request (Ctrl-C or SIGTERM) after saving ``last.pt``.
 EXIT_STOPPED = 3
-#: Aborted by a second Ctrl-C, without saving (the shell convention 128 + SIGINT).
+#: Aborted by Ctrl-C (for ``train``: a second one), without saving (128 + SIGINT).
 EXIT_INTERRUPTED = 130
+#: Ended by SIGTERM outside training, its temporary files removed (128 + SIGTERM).
+EXIT_TERMINATED = 143
+
+#: Every exit status with its meaning, for ``pclesr --help`` and the docs.
+EXIT_STATUSES = {
+    EXIT_OK: "success",
+    EXIT_SOME_FAILED: "some files of a batch failed (each one is reported)",
+    EXIT_BAD_INPUT: "bad input, settings or environment, or out of memory (one-line message)",
+    EXIT_STOPPED: "training stopped on request (Ctrl-C or SIGTERM) after saving last.pt",
+    EXIT_INTERRUPTED: "aborted by Ctrl-C (in training: the second one), nothing saved",
+    EXIT_TERMINATED: "ended by SIGTERM outside training; no partial file is left",
+}
 
 
 def refuse_overwriting_inputs(outputs: Iterable, inputs: Iterable) -> None:

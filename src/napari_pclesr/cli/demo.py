@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,19 @@ from pathlib import Path
 import numpy as np
 
 TEST_SEED_OFFSET = 1000  # the test phantom's seed lies far from the training sequences'
+BASELINES = ("Wiener", "Unsharp")
+#: What the demo writes into its folder (besides the marker).
+OUTPUTS = (
+    "hr.tif",
+    "lr.tif",
+    "layout.csv",
+    *(f"sr_{name.lower()}.tif" for name in ("FSRCNN", *BASELINES)),
+    "scores.csv",
+    "preview.png",
+    "run",
+)
+#: Marks a folder written by the demo, whose outputs a later demo may replace.
+MARKER = ".pclesr-demo"
 
 
 def register(subparsers) -> None:
@@ -44,12 +58,31 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    config = training_config(args, out)  # checks the settings before anything is done
+    claim_folder(out)
     hr, lr, fov_mask = simulate_test_sequence(args, out)
-    checkpoint = train_model(args, out)
+    checkpoint = train_model(args, config)
     results = super_resolve_all(lr, checkpoint, fov_mask, args.device)
     score_and_report(results, hr, lr, fov_mask, out)
     return 0
+
+
+def claim_folder(out: Path) -> None:
+    """Create ``out`` for the demo, or refuse it if it holds files the demo did not write.
+
+    A folder of an earlier demo (it holds the marker file) is reused: its outputs are replaced.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MARKER).is_file():
+        return
+    clashes = [name for name in OUTPUTS if (out / name).exists()]
+    if clashes:
+        raise FileExistsError(
+            errno.EEXIST,
+            f"{out} already holds {', '.join(clashes)}, which pclesr demo did not write and "
+            "would replace; choose another --out folder.",
+        )
+    (out / MARKER).write_text("Written by pclesr demo; a later demo replaces its outputs.\n")
 
 
 def simulate_test_sequence(args, out: Path):
@@ -79,11 +112,11 @@ def simulate_test_sequence(args, out: Path):
     return hr, lr, simulator.fov_mask
 
 
-def train_model(args, out: Path) -> Path:
-    from napari_pclesr.data import PairedSequences
-    from napari_pclesr.train import IterationDone, TrainConfig, ValidationDone, train
+def training_config(args, out: Path):
+    """The demo's training settings (``ValueError`` for a bad iteration count or batch size)."""
+    from napari_pclesr.train import TrainConfig
 
-    config = TrainConfig(
+    return TrainConfig(
         model="fsrcnn",
         loss="ssim+l1",
         iterations=args.iterations,
@@ -94,7 +127,13 @@ def train_model(args, out: Path) -> Path:
         seed=args.seed,
         device=args.device,
         out_dir=str(out / "run"),
+        overwrite=True,  # the run of an earlier demo in this folder (claim_folder checks)
     )
+
+
+def train_model(args, config) -> Path:
+    from napari_pclesr.data import PairedSequences
+    from napari_pclesr.train import IterationDone, ValidationDone, train
 
     def report(event):
         if isinstance(event, IterationDone) and event.iteration % 50 == 0:
@@ -113,7 +152,7 @@ def train_model(args, out: Path) -> Path:
 def super_resolve_all(lr: np.ndarray, checkpoint: Path, fov_mask: np.ndarray, device: str):
     from napari_pclesr.infer import super_resolve
 
-    sources = {"FSRCNN": checkpoint, "Wiener": "wiener", "Unsharp": "unsharp"}
+    sources = {"FSRCNN": checkpoint, **{name: name.lower() for name in BASELINES}}
     results = {}
     start = time.perf_counter()
     for name, source in sources.items():

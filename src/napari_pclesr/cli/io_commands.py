@@ -155,12 +155,14 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert ``args.input`` (frames ``args.frames``) to the TIFF ``args.output``."""
+    from napari_pclesr.cli._common import refuse_overwriting_inputs
     from napari_pclesr.io import read_sequence, write_image
     from napari_pclesr.io.errors import UnsupportedFormatError
-    from napari_pclesr.io.lazy import LazyFrames
+    from napari_pclesr.io.lazy import select_frames
 
     if args.output.suffix.lower() not in (".tif", ".tiff"):
         raise UnsupportedFormatError(args.output, "convert writes TIFF; use a .tif suffix.")
+    refuse_overwriting_inputs([args.output], [args.input, args.background])
     frames, meta = read_sequence(args.input, background=args.background)
     indices = range(len(frames))[args.frames]
     if len(indices) == 0:
@@ -168,12 +170,7 @@ def run_convert(args: argparse.Namespace) -> int:
             f"--frames selects no frame of the {len(frames)} in {args.input}; "
             f"valid indices are 0..{len(frames) - 1}."
         )
-    selected = LazyFrames(
-        lambda wanted: frames[[indices[i] for i in wanted]],
-        len(indices),
-        frames.shape[1:],
-        frames.dtype,
-    )
+    selected = select_frames(frames, indices)
     write_image(
         args.output,
         selected,

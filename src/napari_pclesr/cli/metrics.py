@@ -63,9 +63,17 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the images, score them and print the table (or JSON); returns the exit status."""
+    from napari_pclesr.cli._common import refuse_overwriting_inputs
     from napari_pclesr.metrics import compare, evaluate_methods
 
     sr_paths = _method_paths(args.sr)
+    if args.csv:
+        mask_file = None if args.mask in (None, "auto") else args.mask
+        refuse_overwriting_inputs([args.csv], [*sr_paths.values(), args.hr, args.lr, mask_file])
+        if not Path(args.csv).parent.is_dir():  # fail before the scoring, not after
+            raise FileNotFoundError(
+                f"cannot write {args.csv}: the folder {Path(args.csv).parent} does not exist."
+            )
     sr_by_method = {name: _read(path, args.minmax)[0] for name, path in sr_paths.items()}
     hr_hat = _read(Path(args.hr), args.minmax)[0]
     lr, lr_meta = _read(Path(args.lr), args.minmax)

@@ -20,7 +20,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--layout",
         default="synthetic",
-        help="fibre layout file (.csv, .npy, .npz) or 'synthetic' (default)",
+        help="fibre layout file (.csv, .npy, .npz) or 'synthetic' (default); a file made for "
+        "another grid size is refused",
+    )
+    parser.add_argument(
+        "--rescale-layout",
+        action="store_true",
+        help="map a layout file made for another grid size onto the image's grid",
     )
     parser.add_argument(
         "--n-fibres",
@@ -44,24 +50,43 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_pclesr import FibreLayout, Simulator
+    from napari_pclesr._validation import check_non_negative
+    from napari_pclesr.cli._common import refuse_overwriting_inputs
     from napari_pclesr.fibre import fibre_count_for
     from napari_pclesr.io import read_sequence, write_image
+    from napari_pclesr.io.errors import UnsupportedFormatError
+    from napari_pclesr.io.layout import LAYOUT_SUFFIXES
+
+    # Every cheap check first, so that a bad argument fails before anything is read or built.
+    sigma_mult = check_non_negative(args.sigma_mult, "sigma_mult")
+    sigma_add = check_non_negative(args.sigma_add, "sigma_add")
+    if args.out.suffix.lower() not in (".tif", ".tiff"):
+        raise UnsupportedFormatError(args.out, "simulate writes a float32 TIFF; use a .tif suffix.")
+    if args.save_layout is not None and args.save_layout.suffix.lower() not in LAYOUT_SUFFIXES:
+        raise UnsupportedFormatError(
+            args.save_layout,
+            f"--save-layout writes {', '.join(LAYOUT_SUFFIXES)}; change the suffix.",
+        )
+    if args.n_fibres is not None and args.n_fibres < 3:
+        raise ValueError(f"--n-fibres must be at least 3 (a triangulation), got {args.n_fibres}.")
+    layout_file = None if args.layout == "synthetic" else Path(args.layout)
+    refuse_overwriting_inputs([args.out, args.save_layout], [args.hr_path, layout_file])
 
     hr, _ = read_sequence(args.hr_path)
     hr = hr[:] if hr.shape[0] > 1 else hr[0]
     shape = hr.shape[-2:]
-    if args.layout == "synthetic":
+    if layout_file is None:
         n_fibres = args.n_fibres or fibre_count_for(shape)
         layout = FibreLayout.synthetic(shape, n_fibres, args.seed)
     else:
-        layout = FibreLayout.from_file(args.layout, shape=shape)
+        layout = FibreLayout.from_file(layout_file, shape=shape, rescale=args.rescale_layout)
     start = time.perf_counter()
     simulator = Simulator(layout, signal=args.signal)
-    lr = simulator.simulate(hr, args.sigma_mult, args.sigma_add, seed=args.seed)
+    lr = simulator.simulate(hr, sigma_mult, sigma_add, seed=args.seed)
     elapsed = time.perf_counter() - start
     parameters = {
-        "sigma_mult": args.sigma_mult,
-        "sigma_add": args.sigma_add,
+        "sigma_mult": sigma_mult,
+        "sigma_add": sigma_add,
         "seed": args.seed,
         "signal": args.signal,
         "n_fibres": layout.n_fibres,

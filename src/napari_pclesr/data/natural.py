@@ -16,7 +16,21 @@ NATURAL_IMAGES = (
     "grass",
     "gravel",
     "astronaut",
+    "coffee",
+    "rocket",
+    "chelsea",
+    "hubble_deep_field",
+    "clock",
+    "page",
+    "text",
+    "microaneurysms",
+    "motorcycle",
 )
+#: Held out from the training of the shipped (pretrained) models: they measure how those
+#: models do on images they never saw (``docs/models.md``).
+EVALUATION_IMAGES = ("camera", "coffee", "rocket", "chelsea", "hubble_deep_field")
+#: The natural images the shipped models are trained on.
+TRAINING_IMAGES = tuple(name for name in NATURAL_IMAGES if name not in EVALUATION_IMAGES)
 
 
 def natural_image(name: str = "immunohistochemistry") -> np.ndarray:
@@ -41,7 +55,8 @@ def natural_image(name: str = "immunohistochemistry") -> np.ndarray:
         raise ValueError(
             f"unknown natural image {name!r}; choose one of {', '.join(NATURAL_IMAGES)}."
         )
-    image = getattr(data, name)()
+    # The stereo pair's left view; the right one is nearly the same picture.
+    image = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
     if image.ndim == 3:
         image = color.rgb2gray(image[..., :3])
     return util.img_as_float32(image)

@@ -1,21 +1,18 @@
 """Paired training data: (HR, LR) sequences, normalisation and patch extraction.
 
-Pre-processing follows seed 000, §3.3:
+Pre-processing (seed 000, §3.3, made robust; see ``docs/training.md``):
 
-1. **z-score** with the mean and standard deviation of the training set, computed separately
-   for LR and HR over the pixels inside the field of view (FoV);
-2. **per-frame min-max** to [0, 1], over the FoV pixels of each frame (0 outside the FoV);
-3. **non-overlapping patches** (64 × 64 by default) on a grid centred in the frame, keeping
-   only the patches whose pixels all lie inside the FoV.
-
-Because step 2 is an affine map of each frame, it absorbs step 1: the normalised values equal
-those of a per-frame min-max alone, up to rounding. The statistics are still computed and
-stored in checkpoints, as the seed prescribes, and inference uses them to go back and forth.
-The exact inverse of the normalisation of an input frame ``x`` is, with ``lo`` and ``hi`` the
-frame's minimum and maximum of ``z = (x − mean) / std`` over the FoV,
-``x = (n · (hi − lo) + lo) · std + mean``. Inference applies it to the network output with
-the input frame's ``lo``, ``hi`` and the LR statistics, so the result is in the input's
-intensity range.
+1. **Per-frame intensity map.** Every frame is mapped by the affine map that sends the 1st and
+   99th percentiles of its *LR* pixels inside the field of view (FoV) to 0 and 1. The HR target
+   of a pair is mapped with the map of its LR frame, so input and target share one scale and
+   the inverse map returns the network output to the input's units exactly: a network that
+   learned the identity gives back its input. The seed's per-set z-score followed by a
+   per-frame min-max is an affine map of each frame too, so it is absorbed by this step; the
+   seed's min-max itself is :meth:`Normalisation.seed000` (each frame by its own minimum and
+   maximum), which is what format-1 checkpoints use.
+2. **Outside the FoV**, each pixel takes the value of the nearest FoV pixel, so a network sees
+   no artificial edge at the rim of the circular image. Outputs are 0 outside the FoV.
+3. **Patches** (64 × 64 by default) on a grid centred in the frame.
 
 Everything here is NumPy; the torch side (batches, augmentation) lives in
 :mod:`napari_pclesr.train.batches`.
@@ -23,26 +20,29 @@ Everything here is NumPy; the torch side (batches, augmentation) lives in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from napari_pclesr._validation import as_grey_float
 from napari_pclesr.data.splits import DEFAULT_FRACTIONS, split_sequences
 
 __all__ = [
+    "Degradation",
     "Normalisation",
     "PairedSequences",
-    "denormalise_frames",
     "extract_patches",
+    "fill_outside_fov",
     "fov_from_frames",
-    "normalise_frames",
     "patch_corners",
 ]
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+_TARGET_RANGES = ("input", "own")
 
 
 # -- normalisation ------------------------------------------------------------------------------
@@ -50,154 +50,187 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 
 @dataclass(frozen=True)
 class Normalisation:
-    """Training-set intensity statistics used for the z-score, separately for LR and HR."""
+    """How frames are mapped into the network's units and back.
 
-    lr_mean: float
-    lr_std: float
-    hr_mean: float
-    hr_std: float
+    Parameters
+    ----------
+    percentiles : (float, float)
+        The percentiles of a frame's FoV pixels that are mapped to 0 and 1. ``(0, 100)`` is a
+        min-max; the default ``(1, 99)`` ignores the few extreme pixels that fibre noise
+        creates, which would otherwise set the scale.
+    target_range : {"input", "own"}
+        How an HR training target is mapped: ``"input"`` with the map of its LR frame (so the
+        network's input and output share units), ``"own"`` by its own percentiles (seed 000).
+    fill_outside : bool
+        Give pixels outside the FoV the value of the nearest FoV pixel before the network sees
+        them (``False``: 0, as the reconstructed image has there).
+
+    Examples
+    --------
+    >>> norm = Normalisation()
+    >>> frame = np.arange(100, dtype=np.float32).reshape(10, 10)
+    >>> scaled, low, high = norm.normalise(frame)
+    >>> np.allclose(norm.denormalise(scaled, low, high), frame)
+    True
+    """
+
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    target_range: str = "input"
+    fill_outside: bool = True
 
     def __post_init__(self):
-        for name in ("lr_mean", "lr_std", "hr_mean", "hr_std"):
-            value = float(getattr(self, name))
-            if not np.isfinite(value) or (name.endswith("std") and value <= 0):
-                raise ValueError(
-                    f"normalisation {name} must be finite{' and > 0' if 'std' in name else ''}, "
-                    f"got {value}."
-                )
-            object.__setattr__(self, name, value)
+        try:
+            low, high = (float(p) for p in self.percentiles)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"percentiles must be two numbers, got {self.percentiles!r}."
+            ) from None
+        if not 0 <= low < high <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got ({low}, {high})."
+            )
+        if self.target_range not in _TARGET_RANGES:
+            raise ValueError(f"target_range must be 'input' or 'own', got {self.target_range!r}.")
+        object.__setattr__(self, "percentiles", (low, high))
+        object.__setattr__(self, "fill_outside", bool(self.fill_outside))
 
     @classmethod
-    def identity(cls) -> Normalisation:
-        """Mean 0 and std 1: the z-score does nothing (used for models without statistics)."""
-        return cls(0.0, 1.0, 0.0, 1.0)
+    def seed000(cls) -> Normalisation:
+        """Seed 000's per-frame min-max of LR and HR alike, 0 outside the FoV (format 1)."""
+        return cls(percentiles=(0.0, 100.0), target_range="own", fill_outside=False)
 
-    @classmethod
-    def fit(cls, hr_stacks, lr_stacks, lr_masks) -> Normalisation:
-        """Compute the statistics over the FoV pixels of every frame of the given stacks.
-
-        Parameters
-        ----------
-        hr_stacks, lr_stacks : sequence of arrays (T, H, W)
-            Aligned HR and LR stacks; HR may be ``scale`` times larger than LR.
-        lr_masks : sequence of bool arrays (h, w)
-            FoV of each LR stack; the HR FoV is its nearest-neighbour enlargement.
-        """
-        lr_moments = _Moments()
-        hr_moments = _Moments()
-        for hr, lr, mask in zip(hr_stacks, lr_stacks, lr_masks, strict=True):
-            lr_moments.add(lr[:, mask])
-            hr_moments.add(hr[:, upscale_mask(mask, hr.shape[-1] // lr.shape[-1])])
-        lr_mean, lr_std = lr_moments.mean_std("LR")
-        hr_mean, hr_std = hr_moments.mean_std("HR")
-        return cls(lr_mean, lr_std, hr_mean, hr_std)
-
-    def to_dict(self) -> dict[str, float]:
-        """The statistics as a JSON-friendly dict."""
+    def to_dict(self) -> dict:
+        """A JSON-friendly dict; :meth:`from_dict` reverses it."""
         return {
-            "lr_mean": self.lr_mean,
-            "lr_std": self.lr_std,
-            "hr_mean": self.hr_mean,
-            "hr_std": self.hr_std,
+            "percentiles": list(self.percentiles),
+            "target_range": self.target_range,
+            "fill_outside": self.fill_outside,
         }
 
     @classmethod
     def from_dict(cls, values) -> Normalisation:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` for missing or bad values."""
-        try:
-            return cls(**{key: float(values[key]) for key in cls.__dataclass_fields__})
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"normalisation statistics are incomplete: {exc!r}.") from None
+        """Inverse of :meth:`to_dict`.
+
+        A dict of training-set statistics (``lr_mean``, ``lr_std``, ...), as format-1
+        checkpoints hold, is :meth:`seed000`: their z-score followed by a per-frame min-max
+        is exactly a per-frame min-max.
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"normalisation must be a dict, got {type(values).__name__}.")
+        if "percentiles" not in values and "lr_mean" in values:
+            return cls.seed000()
+        unknown = sorted(set(values) - {"percentiles", "target_range", "fill_outside"})
+        if unknown or "percentiles" not in values:
+            raise ValueError(f"normalisation settings are incomplete or unknown: {sorted(values)}.")
+        return cls(**values)
+
+    def ranges(self, frames, mask=None) -> tuple[np.ndarray, np.ndarray]:
+        """The values mapped to 0 and 1 for each frame: its percentiles inside the FoV.
+
+        Returns
+        -------
+        low, high : numpy.ndarray, float64, shape (T,) (scalars for one frame)
+            ``high`` is ``low + 1`` for a frame that is constant inside the FoV.
+        """
+        array = as_grey_float(frames, name="frames")
+        stack = array.reshape(-1, *array.shape[-2:])
+        inside = _full_mask(mask, stack.shape[-2:])
+        values = stack[:, inside].astype(np.float64)
+        low, high = np.percentile(values, self.percentiles, axis=1)
+        high = np.where(high > low, high, low + 1.0)
+        return (low[0], high[0]) if array.ndim == 2 else (low, high)
+
+    def normalise(self, frames, mask=None, low=None, high=None):
+        """Map frames to the network's units.
+
+        Parameters
+        ----------
+        frames : array_like, (H, W) or (T, H, W)
+        mask : bool array (H, W), optional
+            The FoV; all pixels when omitted.
+        low, high : array_like, optional
+            The values to map to 0 and 1 (one per frame), e.g. those of the LR frames when
+            ``frames`` are their HR targets. By default :meth:`ranges` of ``frames``.
+
+        Returns
+        -------
+        normalised : numpy.ndarray, float32, same shape as ``frames``
+        low, high : numpy.ndarray (T,) or scalars
+            What :meth:`denormalise` needs.
+        """
+        array = as_grey_float(frames, name="frames")
+        stack = array.reshape(-1, *array.shape[-2:])
+        inside = _full_mask(mask, stack.shape[-2:])
+        if low is None or high is None:
+            low, high = self.ranges(stack, inside)
+        low_per_frame = _per_frame(low, len(stack), "low")
+        span = _per_frame(high, len(stack), "high") - low_per_frame
+        if np.any(span <= 0):
+            raise ValueError("high must exceed low for every frame.")
+        scaled = (stack - low_per_frame[:, None, None]) / span[:, None, None]
+        if self.fill_outside:
+            scaled = fill_outside_fov(scaled, inside)
+        else:
+            scaled = np.where(inside, scaled, 0.0)
+        normalised = scaled.astype(np.float32).reshape(array.shape)
+        if array.ndim == 2:
+            return normalised, float(low_per_frame[0]), float(low_per_frame[0] + span[0])
+        return normalised, low_per_frame, low_per_frame + span
+
+    def denormalise(self, normalised, low, high, mask=None) -> np.ndarray:
+        """Exact inverse of :meth:`normalise` inside the FoV: ``n · (high − low) + low``.
+
+        ``normalised`` may be ``scale`` times larger than the frames ``low`` and ``high`` come
+        from (super-resolved output); ``mask`` is then the input's FoV and is enlarged to
+        match. Pixels outside the FoV are 0. Returns float32.
+        """
+        array = as_grey_float(normalised, name="normalised")
+        stack = array.reshape(-1, *array.shape[-2:]).astype(np.float64)
+        low = _per_frame(low, len(stack), "low")
+        span = _per_frame(high, len(stack), "high") - low
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            mask = upscale_mask(mask, stack.shape[-1] // mask.shape[-1])
+        inside = _full_mask(mask, stack.shape[-2:])
+        values = stack * span[:, None, None] + low[:, None, None]
+        values = np.where(inside, values, 0.0)
+        return values.astype(np.float32).reshape(array.shape)
 
 
-class _Moments:
-    """Running count, sum and sum of squares in float64 (exact enough for image statistics)."""
-
-    def __init__(self):
-        self.count = 0
-        self.total = 0.0
-        self.squares = 0.0
-
-    def add(self, values: np.ndarray) -> None:
-        values = values.astype(np.float64, copy=False)
-        self.count += values.size
-        self.total += float(values.sum())
-        self.squares += float(np.square(values).sum())
-
-    def mean_std(self, what: str) -> tuple[float, float]:
-        if self.count == 0:
-            raise ValueError(f"the training {what} frames have no pixel inside the FoV.")
-        mean = self.total / self.count
-        std = float(np.sqrt(max(self.squares / self.count - mean * mean, 0.0)))
-        if not std > 1e-12 * max(abs(mean), 1.0):
-            raise ValueError(
-                f"the training {what} frames are constant (std 0) inside the FoV; they cannot "
-                "be z-scored. Check that the images are not blank."
-            )
-        return mean, std
+def _per_frame(values, count: int, name: str) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if values.shape != (count,):
+        raise ValueError(f"{name} needs one value per frame ({count}), got shape {values.shape}.")
+    return values
 
 
-def normalise_frames(frames, mean: float, std: float, mask=None):
-    """z-score, then min-max each frame to [0, 1] over the FoV pixels.
+def fill_outside_fov(frames, mask) -> np.ndarray:
+    """Give every pixel outside the FoV the value of the nearest pixel inside it.
 
     Parameters
     ----------
-    frames : array_like, (H, W) or (T, H, W)
-    mean, std : float
-        Statistics of the z-score.
-    mask : bool array (H, W), optional
-        The FoV; all pixels when omitted. Pixels outside it are set to 0.
+    frames : numpy.ndarray, (H, W) or (T, H, W)
+    mask : bool array (H, W)
+        The FoV; must hold at least one pixel.
 
     Returns
     -------
-    normalised : numpy.ndarray, float32, same shape as ``frames``
-    low, high : numpy.ndarray, float64, shape (T,) (or scalars for one frame)
-        Minimum and maximum of the z-scored frame over the FoV; :func:`denormalise_frames`
-        needs them. A frame that is constant inside the FoV normalises to 0.
+    numpy.ndarray
+        A new array of the same shape and type; pixels inside the FoV are unchanged.
     """
-    array = as_grey_float(frames, name="frames")
-    stack = array.reshape(-1, *array.shape[-2:])
-    inside = _full_mask(mask, stack.shape[-2:])
-    scored = (stack.astype(np.float64) - mean) / std
-    low = np.where(inside, scored, np.inf).min(axis=(1, 2))
-    high = np.where(inside, scored, -np.inf).max(axis=(1, 2))
-    span = _safe_span(low, high)
-    normalised = np.where(inside, (scored - low[:, None, None]) / span[:, None, None], 0.0)
-    normalised = normalised.astype(np.float32).reshape(array.shape)
-    if array.ndim == 2:
-        return normalised, low[0], high[0]
-    return normalised, low, high
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = _nearest_fov_pixels(mask.tobytes(), mask.shape)
+    return np.asarray(frames)[..., rows, cols]
 
 
-def denormalise_frames(normalised, mean: float, std: float, low, high, mask=None) -> np.ndarray:
-    """Exact inverse of :func:`normalise_frames`: ``(n · (high − low) + low) · std + mean``.
-
-    ``normalised`` may be ``scale`` times larger than the frames ``low`` and ``high`` come from
-    (super-resolved output); ``mask`` is then the input's FoV and is enlarged to match. Pixels
-    outside the FoV are 0. Returns float32.
-    """
-    array = as_grey_float(normalised, name="normalised")
-    stack = array.reshape(-1, *array.shape[-2:]).astype(np.float64)
-    low = np.atleast_1d(np.asarray(low, dtype=np.float64))
-    high = np.atleast_1d(np.asarray(high, dtype=np.float64))
-    if low.shape != (len(stack),) or high.shape != (len(stack),):
-        raise ValueError(
-            f"low and high need one value per frame ({len(stack)}), got shapes {low.shape} and "
-            f"{high.shape}."
-        )
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        mask = upscale_mask(mask, stack.shape[-1] // mask.shape[-1])
-    inside = _full_mask(mask, stack.shape[-2:])
-    span = _safe_span(low, high)
-    values = (stack * span[:, None, None] + low[:, None, None]) * std + mean
-    values = np.where(inside, values, 0.0)
-    return values.astype(np.float32).reshape(array.shape)
-
-
-def _safe_span(low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    span = high - low
-    return np.where(span > 0, span, 1.0)
+@functools.lru_cache(maxsize=8)
+def _nearest_fov_pixels(mask_bytes: bytes, shape: tuple[int, int]):
+    """Row and column of the nearest FoV pixel of every pixel (cached: one EDT per mask)."""
+    mask = np.frombuffer(mask_bytes, dtype=bool).reshape(shape)
+    if not mask.any():
+        raise ValueError("the FoV mask is empty; no pixel lies inside the field of view.")
+    _, (rows, cols) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    return rows, cols
 
 
 def _full_mask(mask, shape) -> np.ndarray:
@@ -247,16 +280,17 @@ def _block_mean(stack: np.ndarray, scale: int) -> np.ndarray:
 # -- patches ------------------------------------------------------------------------------------
 
 
-def patch_corners(mask, patch_size: int) -> np.ndarray:
-    """Top-left corners (row, col) of the non-overlapping patches that lie inside the FoV.
+def patch_corners(mask, patch_size: int, min_inside: float = 1.0) -> np.ndarray:
+    """Top-left corners (row, col) of the non-overlapping patches that lie in the FoV.
 
-    The patch grid is centred in the frame; a patch is kept when every one of its pixels is
-    inside ``mask``.
+    The patch grid is centred in the frame; a patch is kept when at least ``min_inside`` of
+    its pixels are inside ``mask`` (1: entirely inside; less admits patches at the rim of the
+    circular field of view, whose outside pixels then must not count in the loss).
 
     Raises
     ------
     ValueError
-        If the patch is larger than the frame.
+        If the patch is larger than the frame, or ``min_inside`` is not in (0, 1].
     """
     mask = np.asarray(mask, dtype=bool)
     patch_size = int(patch_size)
@@ -266,11 +300,13 @@ def patch_corners(mask, patch_size: int) -> np.ndarray:
             f"patch size {patch_size} does not fit the {height}x{width} frames; use a patch "
             f"size between 1 and {min(height, width)}."
         )
+    if not 0 < min_inside <= 1:
+        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}.")
     n_rows, n_cols = height // patch_size, width // patch_size
     top, left = (height - n_rows * patch_size) // 2, (width - n_cols * patch_size) // 2
     grid = mask[top : top + n_rows * patch_size, left : left + n_cols * patch_size]
-    inside = grid.reshape(n_rows, patch_size, n_cols, patch_size).all(axis=(1, 3))
-    rows, cols = np.nonzero(inside)
+    share = grid.reshape(n_rows, patch_size, n_cols, patch_size).mean(axis=(1, 3))
+    rows, cols = np.nonzero(share >= min_inside - 1e-12)
     return np.stack([top + rows * patch_size, left + cols * patch_size], axis=1)
 
 
@@ -301,6 +337,38 @@ def extract_patches(frames, corners, patch_size: int) -> np.ndarray:
 # -- paired sequences ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Degradation:
+    """How the simulated LR of one sequence is made: its fibre bundle and its noise.
+
+    Training on several bundles and noise levels keeps a model from learning one bundle's
+    fibre pattern or one noise level, which real recordings do not share.
+
+    Parameters
+    ----------
+    bundle_seed : int
+        Seed of the synthetic bundle (its jitter, warp and orientation).
+    density : float
+        Fibres relative to the Cellvizio density of :func:`~napari_pclesr.fibre.fibre_count_for`.
+    noise_scale : (float, float)
+        Factors on the run's ``sigma_mult`` and ``sigma_add``.
+    """
+
+    bundle_seed: int = 0
+    density: float = 1.0
+    noise_scale: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self):
+        if not np.isfinite(self.density) or self.density <= 0:
+            raise ValueError(f"density must be a finite number > 0, got {self.density}.")
+        scales = tuple(float(value) for value in self.noise_scale)
+        if len(scales) != 2 or not all(np.isfinite(v) and v >= 0 for v in scales):
+            raise ValueError(f"noise_scale must be two numbers >= 0, got {self.noise_scale}.")
+        object.__setattr__(self, "noise_scale", scales)
+        object.__setattr__(self, "bundle_seed", int(self.bundle_seed))
+        object.__setattr__(self, "density", float(self.density))
+
+
 class PairedSequences:
     """Aligned (HR, LR) sequences for supervised training.
 
@@ -325,6 +393,10 @@ class PairedSequences:
         and for recorded LR the pixels that are nonzero in some LR frame and in some HR frame.
     names : sequence of str, optional
         Names of the sequences (file stems); ``"seq000"``, ... by default.
+    degradations : sequence of Degradation, optional
+        One per sequence, for simulated LR: its own synthetic bundle and noise factors. By
+        default every sequence goes through the same bundle (``layout``, or a synthetic one of
+        seed 0) with the run's noise.
     """
 
     def __init__(
@@ -336,6 +408,7 @@ class PairedSequences:
         scale: int = 1,
         fov_masks: Sequence | None = None,
         names: Sequence[str] | None = None,
+        degradations: Sequence[Degradation] | None = None,
     ):
         self.scale = int(scale)
         if self.scale < 1:
@@ -357,7 +430,15 @@ class PairedSequences:
             else [_as_stack(s, f"LR {n}") for s, n in zip(lr, self.names, strict=True)]
         )
         self._layout = layout
-        self._simulators: dict[tuple[int, int], object] = {}
+        if degradations is not None:
+            degradations = tuple(degradations)
+            if len(degradations) != count or lr is not None or layout is not None:
+                raise ValueError(
+                    "degradations need one Degradation per sequence, simulated LR (no lr) and "
+                    "no fixed layout."
+                )
+        self._degradations = degradations
+        self._simulators: dict[tuple, object] = {}
         self._ids = tuple(range(count))
         self._check_shapes()
         if fov_masks is None:
@@ -391,6 +472,67 @@ class PairedSequences:
 
         hr = [phantom_sequence(n_frames, shape, seed=seed + i).frames for i in range(n_sequences)]
         return cls(hr, scale=scale, names=[f"phantom{seed + i:03d}" for i in range(n_sequences)])
+
+    @classmethod
+    def mixed(
+        cls,
+        n_sequences: int = 24,
+        n_frames: int = 4,
+        shape: tuple[int, int] = (256, 256),
+        seed: int = 0,
+        *,
+        natural_share: float = 0.5,
+        bundles: int = 4,
+        densities: Sequence[float] = (0.8, 1.0, 1.25),
+        noise_scales: tuple[float, float] = (0.5, 1.5),
+        scale: int = 1,
+    ) -> PairedSequences:
+        """Phantoms and natural images through several bundles and noise levels.
+
+        The training data of the shipped models (``docs/models.md``): tissue phantoms of every
+        kind, and scikit-image's natural images that are not held out for evaluation
+        (:data:`~napari_pclesr.data.natural.TRAINING_IMAGES`), each seen by a probe moving over
+        it with a random zoom and a random intensity transform (gain, offset, gamma), each
+        sequence through one of ``bundles`` synthetic bundles of a random density among
+        ``densities``, with noise factors drawn uniformly from ``noise_scales``. Everything is
+        drawn from ``seed``.
+        """
+        from napari_pclesr.data.natural import TRAINING_IMAGES, natural_image
+        from napari_pclesr.data.phantoms import PHANTOM_KINDS, image_sequence, phantom_sequence
+
+        if not 0 <= natural_share <= 1:
+            raise ValueError(f"natural_share must be in [0, 1], got {natural_share}.")
+        if int(bundles) < 1 or int(n_sequences) < 1:
+            raise ValueError("n_sequences and bundles must be at least 1.")
+        n_natural = round(int(n_sequences) * natural_share)
+        images = {}
+        hr, names, degradations = [], [], []
+        for index in range(int(n_sequences)):
+            rng = np.random.default_rng([int(seed), index])
+            if index < int(n_sequences) - n_natural:
+                kind = PHANTOM_KINDS[index % len(PHANTOM_KINDS)]
+                frames = phantom_sequence(n_frames, shape, seed=int(rng.integers(2**31)), kind=kind)
+                names.append(f"{kind}{index:03d}")
+            else:
+                name = TRAINING_IMAGES[index % len(TRAINING_IMAGES)]
+                if name not in images:
+                    images[name] = natural_image(name)
+                frames = image_sequence(
+                    _zoomed_to_fit(images[name], shape, rng),
+                    n_frames,
+                    shape,
+                    seed=int(rng.integers(2**31)),
+                )
+                names.append(f"{name}{index:03d}")
+            hr.append(_intensity_jitter(frames.frames, rng))
+            degradations.append(
+                Degradation(
+                    bundle_seed=int(rng.integers(int(bundles))),
+                    density=float(rng.choice(np.asarray(densities, dtype=float))),
+                    noise_scale=tuple(rng.uniform(*noise_scales, size=2)),
+                )
+            )
+        return cls(hr, scale=scale, names=names, degradations=degradations)
 
     @classmethod
     def from_folder(cls, folder, *, layout=None, scale: int = 1) -> PairedSequences:
@@ -453,6 +595,13 @@ class PairedSequences:
         """The FoV of a sequence on the LR grid, (h, w) bool."""
         return self._masks[index]
 
+    def fibre_layout(self, index: int):
+        """The fibre layout the simulated LR of a sequence comes through (on the HR grid), or
+        None for recorded LR."""
+        if self._lr is not None:
+            return None
+        return self._simulator(self._hr[index].shape[-2:]).layout
+
     def lr_shape(self, index: int) -> tuple[int, int]:
         """The (h, w) of the LR frames of a sequence."""
         height, width = self._hr[index].shape[-2:]
@@ -484,9 +633,13 @@ class PairedSequences:
         if self._lr is not None:
             return self._lr[index]
         hr = self._hr[index]
-        simulator = self._simulator(hr.shape[-2:])
+        degradation = self.degradation(index)
+        simulator = self._simulator(hr.shape[-2:], degradation)
         lr = simulator.simulate(
-            hr, sigma_mult=sigma_mult, sigma_add=sigma_add, seed=self.noise_seed(index, seed, epoch)
+            hr,
+            sigma_mult=sigma_mult * degradation.noise_scale[0],
+            sigma_add=sigma_add * degradation.noise_scale[1],
+            seed=self.noise_seed(index, seed, epoch),
         )
         return _block_mean(lr, self.scale)
 
@@ -501,6 +654,9 @@ class PairedSequences:
         part._masks = [self._masks[i] for i in indices]
         part._ids = tuple(self._ids[i] for i in indices)
         part._layout = self._layout
+        part._degradations = (
+            None if self._degradations is None else tuple(self._degradations[i] for i in indices)
+        )
         part._simulators = self._simulators
         return part
 
@@ -511,47 +667,62 @@ class PairedSequences:
 
     # -- pre-processing -------------------------------------------------------------------------
 
-    def fit_normalisation(self, **lr_options) -> Normalisation:
-        """Training-set statistics over the FoV (LR drawn with ``lr_options``, epoch 0)."""
-        lr = [self.lr(i, **lr_options) for i in range(len(self))]
-        return Normalisation.fit(self._hr, lr, self._masks)
-
-    def patch_corners(self, index: int, patch_size: int) -> np.ndarray:
+    def patch_corners(self, index: int, patch_size: int, min_inside: float = 1.0) -> np.ndarray:
         """LR-grid corners of the FoV patches of a sequence; see :func:`patch_corners`."""
-        return patch_corners(self._masks[index], patch_size)
+        return patch_corners(self._masks[index], patch_size, min_inside)
 
-    def count_patches(self, patch_size: int) -> int:
+    def count_patches(self, patch_size: int, min_inside: float = 1.0) -> int:
         """How many patches the whole collection yields at this patch size."""
         return sum(
-            len(self.patch_corners(i, patch_size)) * len(self._hr[i]) for i in range(len(self))
+            len(self.patch_corners(i, patch_size, min_inside)) * len(self._hr[i])
+            for i in range(len(self))
         )
 
-    def hr_patches(self, normalisation: Normalisation, patch_size: int) -> np.ndarray:
-        """Normalised HR patches (N, s·p, s·p), in the order of :meth:`lr_patches`."""
-        chunks = []
-        for index in range(len(self)):
-            mask = upscale_mask(self._masks[index], self.scale)
-            normalised, _, _ = normalise_frames(
-                self._hr[index], normalisation.hr_mean, normalisation.hr_std, mask
-            )
-            corners = self.patch_corners(index, patch_size) * self.scale
-            chunks.append(extract_patches(normalised, corners, patch_size * self.scale))
-        return _concatenate(chunks, patch_size * self.scale)
+    def patches(
+        self,
+        normalisation: Normalisation,
+        patch_size: int,
+        min_inside: float = 1.0,
+        **lr_options,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Normalised, aligned LR and HR patches of every frame, and the HR-grid FoV of each.
 
-    def lr_patches(self, normalisation: Normalisation, patch_size: int, **lr_options) -> np.ndarray:
-        """Normalised LR patches (N, p, p) of every frame; ``lr_options`` go to :meth:`lr`."""
-        chunks = []
+        Parameters
+        ----------
+        normalisation : Normalisation
+        patch_size : int
+            Side of the LR patches; HR patches are ``scale`` times larger.
+        min_inside : float
+            Keep the grid patches with at least this share of pixels inside the FoV.
+        **lr_options
+            Passed to :meth:`lr` (seed, epoch and noise of a simulated LR).
+
+        Returns
+        -------
+        lr : numpy.ndarray, float32, (N, p, p)
+        hr : numpy.ndarray, float32, (N, s·p, s·p)
+        fov : numpy.ndarray, bool, (N, s·p, s·p)
+            True where a target pixel lies inside the FoV (the pixels a loss should count).
+        """
+        lr_chunks, hr_chunks, fov_chunks = [], [], []
+        hr_size = patch_size * self.scale
         for index in range(len(self)):
-            normalised, _, _ = normalise_frames(
-                self.lr(index, **lr_options),
-                normalisation.lr_mean,
-                normalisation.lr_std,
-                self._masks[index],
-            )
-            chunks.append(
-                extract_patches(normalised, self.patch_corners(index, patch_size), patch_size)
-            )
-        return _concatenate(chunks, patch_size)
+            mask = self._masks[index]
+            hr_mask = upscale_mask(mask, self.scale)
+            lr, low, high = normalisation.normalise(self.lr(index, **lr_options), mask)
+            if normalisation.target_range == "own":
+                low = high = None
+            hr, _, _ = normalisation.normalise(self._hr[index], hr_mask, low, high)
+            corners = self.patch_corners(index, patch_size, min_inside)
+            lr_chunks.append(extract_patches(lr, corners, patch_size))
+            hr_chunks.append(extract_patches(hr, corners * self.scale, hr_size))
+            fov = extract_patches(hr_mask[None], corners * self.scale, hr_size)
+            fov_chunks.append(np.tile(fov, (len(lr), 1, 1)))
+        return (
+            _concatenate(lr_chunks, patch_size),
+            _concatenate(hr_chunks, hr_size),
+            _concatenate(fov_chunks, hr_size).astype(bool),
+        )
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -580,27 +751,51 @@ class PairedSequences:
 
     def _default_mask(self, index: int) -> np.ndarray:
         if self._lr is None:
-            fov = self._simulator(self._hr[index].shape[-2:]).fov_mask
+            fov = self._simulator(self._hr[index].shape[-2:], self.degradation(index)).fov_mask
             return _downscale_mask(fov, self.scale)
         hr_fov = _downscale_mask(fov_from_frames(self._hr[index]), self.scale)
         return fov_from_frames(self._lr[index]) & hr_fov
 
-    def _simulator(self, shape: tuple[int, int]):
+    def degradation(self, index: int) -> Degradation:
+        """The :class:`Degradation` of a sequence's simulated LR."""
+        if self._degradations is None:
+            return Degradation()
+        return self._degradations[index]
+
+    def _simulator(self, shape: tuple[int, int], degradation: Degradation):
         from napari_pclesr import FibreLayout, Simulator
         from napari_pclesr.fibre import fibre_count_for
 
         shape = tuple(int(side) for side in shape)
-        if shape not in self._simulators:
+        key = (shape, degradation.bundle_seed, degradation.density)
+        if key not in self._simulators:
             layout = self._layout
             if layout is None:
-                layout = FibreLayout.synthetic(shape, fibre_count_for(shape), seed=0)
+                n_fibres = max(3, round(fibre_count_for(shape) * degradation.density))
+                layout = FibreLayout.synthetic(shape, n_fibres, seed=degradation.bundle_seed)
             elif tuple(layout.shape) != shape:
                 raise ValueError(
                     f"the fibre layout is for {tuple(layout.shape)} frames but the HR frames are "
                     f"{shape}; give a layout for this grid or let a synthetic one be made."
                 )
-            self._simulators[shape] = Simulator(layout)
-        return self._simulators[shape]
+            self._simulators[key] = Simulator(layout)
+        return self._simulators[key]
+
+
+def _zoomed_to_fit(image: np.ndarray, shape, rng: np.random.Generator) -> np.ndarray:
+    """``image`` resized by a random zoom in [0.7, 1.3], enlarged further if it must hold a
+    frame of ``shape`` and a probe path (about 64 pixels)."""
+    needed = (max(shape) + 64) / min(image.shape)
+    zoom = max(rng.uniform(0.7, 1.3), needed)
+    return np.clip(ndimage.zoom(image, zoom, order=3, prefilter=True), 0, 1).astype(np.float32)
+
+
+def _intensity_jitter(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random gamma in [0.6, 1.6], gain in [0.5, 1] and offset in [0, 0.2] for a sequence,
+    so that a model meets many contrasts and brightnesses."""
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
+    gain, offset = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.2)
+    return (np.clip(frames, 0, 1) ** gamma * gain + offset).astype(np.float32)
 
 
 def _as_stack(array, name: str) -> np.ndarray:

@@ -124,21 +124,75 @@ def phantom_sequence(
     -------
     PhantomSequence
     """
+    height, width = _check_sequence(n_frames, shape, speed)
+    rng = np.random.default_rng(seed)
+    offsets, extent = _probe_path(int(n_frames), speed, rng)
+    canvas = phantom((height + extent[0], width + extent[1]), kind=kind, seed=seed)
+    frames = np.stack([_crop(canvas, offset, (height, width)) for offset in offsets])
+    return PhantomSequence(frames=frames, offsets=offsets, canvas=canvas)
+
+
+def image_sequence(
+    image,
+    n_frames: int = 8,
+    shape: tuple[int, int] = (256, 256),
+    seed: int | None = 0,
+    speed: float = 4.0,
+) -> PhantomSequence:
+    """Frames of a probe sliding over any grey image (e.g. a natural image) in [0, 1].
+
+    The same smooth random motion as :func:`phantom_sequence`, started at a random place in
+    ``image``; the image must be large enough for the frames and the path.
+
+    Parameters
+    ----------
+    image : array_like, (H', W')
+        The canvas, values in [0, 1].
+    n_frames, shape, seed, speed
+        As for :func:`phantom_sequence`.
+
+    Raises
+    ------
+    ValueError
+        If the image is smaller than a frame plus the probe's path.
+    """
+    canvas = np.asarray(image, dtype=np.float32)
+    height, width = _check_sequence(n_frames, shape, speed)
+    if canvas.ndim != 2:
+        raise ValueError(f"image must be a grey (H, W) array, got shape {canvas.shape}.")
+    rng = np.random.default_rng(seed)
+    offsets, extent = _probe_path(int(n_frames), speed, rng)
+    room = np.array(canvas.shape) - (height + extent[0], width + extent[1])
+    if np.any(room < 0):
+        raise ValueError(
+            f"the {canvas.shape[0]}x{canvas.shape[1]} image is too small for {height}x{width} "
+            f"frames and a path of {extent[0]}x{extent[1]} pixels; use smaller frames, fewer "
+            "frames or a lower speed."
+        )
+    offsets = offsets + rng.integers(0, room + 1)
+    frames = np.stack([_crop(canvas, offset, (height, width)) for offset in offsets])
+    return PhantomSequence(frames=frames, offsets=offsets, canvas=canvas)
+
+
+def _check_sequence(n_frames, shape, speed) -> tuple[int, int]:
     height, width = check_grid_shape(shape, minimum=8)
     if int(n_frames) < 1:
         raise ValueError(f"n_frames must be at least 1, got {n_frames}.")
     if not np.isfinite(speed) or speed < 0:
         raise ValueError(f"speed must be a finite number >= 0, got {speed}.")
-    rng = np.random.default_rng(seed)
-    heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, int(n_frames)))
+    return height, width
+
+
+def _probe_path(n_frames: int, speed: float, rng: np.random.Generator):
+    """Sub-pixel top-left offsets of a smoothly turning probe path, and the canvas margin it
+    needs beyond one frame."""
+    heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.15, n_frames))
     steps = speed * np.stack([np.sin(heading), np.cos(heading)], axis=-1)
     path = np.cumsum(steps, axis=0) - steps[0]
     margin = 3  # room for the cubic spline's support at the canvas edge
     offsets = path - path.min(axis=0) + margin
     extent = np.ceil(offsets.max(axis=0)).astype(int) + margin
-    canvas = phantom((height + extent[0], width + extent[1]), kind=kind, seed=seed)
-    frames = np.stack([_crop(canvas, offset, (height, width)) for offset in offsets])
-    return PhantomSequence(frames=frames, offsets=offsets, canvas=canvas)
+    return offsets, extent
 
 
 def _crop(canvas: np.ndarray, offset: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

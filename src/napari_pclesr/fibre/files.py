@@ -29,7 +29,7 @@ def read_layout_file(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
     reader = {".csv": _read_csv, ".npy": _read_npy, ".npz": _read_npz}[suffix]
     try:
         positions, shape = reader(path)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
         raise ValueError(f"{path}: not a readable fibre layout ({exc}).") from None
@@ -97,5 +97,17 @@ def _read_npz(path: Path):
     with np.load(path, allow_pickle=False) as archive:
         if "positions" not in archive:
             raise ValueError(f"no 'positions' array (found {', '.join(archive.files) or 'none'})")
-        shape = tuple(int(side) for side in archive["shape"]) if "shape" in archive else None
-        return archive["positions"], shape
+        return archive["positions"], _grid_shape(archive["shape"]) if "shape" in archive else None
+
+
+def _grid_shape(stored: np.ndarray) -> tuple[int, int]:
+    """The (H, W) stored in a layout file, or ``ValueError`` if it is not two whole numbers."""
+    whole = stored.dtype.kind in "iu" or (
+        stored.dtype.kind == "f" and np.all(np.isfinite(stored)) and np.all(stored % 1 == 0)
+    )
+    if stored.shape != (2,) or not whole:
+        raise ValueError(
+            f"its 'shape' must be the grid's two sides (H, W), got {stored.tolist()!r}; save "
+            "the layout again with FibreLayout.save"
+        )
+    return int(stored[0]), int(stored[1])

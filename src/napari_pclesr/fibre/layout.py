@@ -166,28 +166,65 @@ class FibreLayout:
     # -- files ----------------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path, shape: tuple[int, int] | None = None) -> FibreLayout:
+    def from_file(
+        cls, path, shape: tuple[int, int] | None = None, *, rescale: bool = False
+    ) -> FibreLayout:
         """Read a layout from ``.csv``, ``.npy`` or ``.npz``.
 
         ``.csv`` files have a header ``row,col`` and may start with a comment line
         ``# shape=H,W``. ``.npz`` files hold ``positions`` and ``shape``. ``.npy`` files hold only
-        the (N, 2) positions; give ``shape`` or the smallest grid that holds every fibre is used.
+        the (N, 2) positions.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+        shape : tuple of int, optional
+            The grid the layout is wanted for. A file that stores another grid is refused
+            (its fibres would cover only part of this one), unless ``rescale`` is set. For a
+            file without a stored grid (``.npy``) it is the grid; without either, the smallest
+            grid that holds every fibre is used.
+        rescale : bool
+            Map a layout stored for another grid onto ``shape`` (see :meth:`rescaled`).
 
         Raises
         ------
         FileNotFoundError
             If ``path`` does not exist.
         ValueError
-            If the file is not a layout, or its positions are invalid (see the class).
+            If the file is not a layout, its positions are invalid (see the class), or it is
+            for another grid than ``shape``.
         """
         positions, stored_shape = read_layout_file(Path(path))
-        grid = shape if shape is not None else stored_shape
+        grid = stored_shape or shape
         if grid is None:
             grid = tuple(int(np.floor(extent + 0.5)) + 1 for extent in positions.max(axis=0))
         try:
-            return cls(positions, grid)
+            layout = cls(positions, grid)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+        wanted = None if shape is None else check_grid_shape(shape)
+        if wanted is None or layout.shape == wanted:
+            return layout
+        if rescale:
+            return layout.rescaled(wanted)
+        raise ValueError(
+            f"{path}: the layout is for a {layout.shape[0]}x{layout.shape[1]} grid, but the "
+            f"images are {wanted[0]}x{wanted[1]}; its fibres would cover only part of them. Use "
+            "a layout made for this grid, or rescale it (pclesr simulate --rescale-layout, "
+            "FibreLayout.rescaled)."
+        )
+
+    def rescaled(self, shape: tuple[int, int]) -> FibreLayout:
+        """The same fibres mapped onto another grid, each axis scaled by the ratio of the sides.
+
+        The grid edges (-0.5 and H - 0.5) map onto the new edges, so the bundle fills the new
+        grid as it filled the old one; the fibre spacing scales with it (a layout stretched
+        beyond its grid has fewer fibres per pixel than a real bundle).
+        """
+        shape = check_grid_shape(shape)
+        factors = np.array(shape, dtype=np.float64) / np.array(self.shape)
+        positions = (self.positions + 0.5) * factors - 0.5
+        return FibreLayout(np.clip(positions, -0.5, np.array(shape) - 0.5), shape)
 
     def save(self, path) -> Path:
         """Write the layout to ``.csv``, ``.npy`` or ``.npz`` atomically; returns the path.

@@ -7,12 +7,19 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 CELLVIZIO_FIBRES = 30000
 CELLVIZIO_GRID = (576, 576)
+# How far (in field-of-view radii) the outermost fibre may lie from the centre.
+_MAX_REACH = 1.1
 
 
 def fibre_count_for(shape: tuple[int, int]) -> int:
-    """Fibres of a Cellvizio-like bundle (30,000 on a 576×576 grid), scaled to ``shape``'s area."""
-    area_ratio = shape[0] * shape[1] / (CELLVIZIO_GRID[0] * CELLVIZIO_GRID[1])
-    return max(3, round(CELLVIZIO_FIBRES * area_ratio))
+    """Fibres of a Cellvizio-like bundle (30,000 on a 576×576 grid) for frames of ``shape``.
+
+    The bundle fills the circular field of view, whose diameter is the frame's short side, so
+    the count scales with the area of that disc, not of the frame: a 256×384 frame gets the
+    fibre density of a 576×576 one (scaling by H·W would give it 1.5 times too many fibres).
+    """
+    diameter_ratio = (min(shape) - 1) / (min(CELLVIZIO_GRID) - 1)
+    return max(3, round(CELLVIZIO_FIBRES * diameter_ratio**2))
 
 
 def hexagonal_bundle(
@@ -28,7 +35,8 @@ def hexagonal_bundle(
     The pitch is chosen so that a hexagonal lattice of ``n_fibres`` cells fills the circle. The
     lattice gets a random orientation and offset, a smooth random warp (bent rows, as in the
     small hexagonal domains of real bundles) and independent jitter; the ``n_fibres`` points
-    nearest the centre are kept.
+    nearest the centre are kept, pulled towards the centre if the farthest lies more than 1.1
+    radii out. It succeeds for every seed.
     """
     if n_fibres < 3:
         raise ValueError(f"n_fibres must be at least 3, got {n_fibres}.")
@@ -53,11 +61,11 @@ def hexagonal_bundle(
     points += rng.normal(scale=jitter * pitch, size=points.shape)
     distance = np.hypot(points[:, 0], points[:, 1])
     keep = np.argsort(distance, kind="stable")[:n_fibres]
-    if distance[keep[-1]] > radius * 1.1:
-        raise ValueError(
-            f"could not place {n_fibres} fibres in the field of view; lower the jitter or warp."
-        )
-    positions = points[keep] + centre
+    # With few fibres, the lattice's random offset and the warp can leave the disc short of
+    # points, so the farthest kept fibre lies well outside it (up to 1.15 radii for 93 fibres).
+    # Pull the bundle in radially then: the layout always exists, only a few % denser.
+    squeeze = min(1.0, _MAX_REACH * radius / distance[keep[-1]])
+    positions = points[keep] * squeeze + centre
     limits = np.array(shape) - 0.5
     return np.clip(positions, -0.5, limits - 1e-9)
 

@@ -76,6 +76,7 @@ def estimate_fov(frames: np.ndarray) -> FieldOfView:
     frames : numpy.ndarray
         (K, H, W) or (H, W) frames of one recording, any numeric type. A few frames spread
         over the recording are enough; more make the estimate robust to dark frames.
+        Non-finite pixels count as dark.
 
     Returns
     -------
@@ -84,10 +85,12 @@ def estimate_fov(frames: np.ndarray) -> FieldOfView:
         the lit area itself when it is not, and the whole frame when nothing is dark or the
         lit area is too small to be a field of view.
     """
-    stack = as_grey_float(frames, name="frames for the FoV estimate")
+    stack = as_grey_float(frames, name="frames for the FoV estimate", allow_nan=True)
     if stack.ndim == 2:
         stack = stack[None]
-    peak = stack.max(axis=0)
+    # NaN or infinite pixels (e.g. stored outside the FoV) count as unlit, not as an error:
+    # reading a file must work whatever its values; processing checks them.
+    peak = np.nan_to_num(stack, nan=0.0, posinf=0.0, neginf=0.0).max(axis=0)
     whole = FieldOfView(np.ones(peak.shape, bool), None)
     low, high = np.percentile(peak, [1.0, 99.5])
     if not high > low:

@@ -8,11 +8,13 @@ long recording in napari costs memory of the order of a few frames.
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 #: Frames kept in each reader's cache, at most this many bytes in all.
 DEFAULT_CACHE_BYTES = 64 * 2**20
@@ -71,25 +73,39 @@ class LazyFrames:
         return f"<{type(self).__name__} shape={self.shape} dtype={self.dtype}>"
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        """Return the frames at ``indices`` (any order, repeats allowed) as one array."""
+        """Return the frames at ``indices`` (any order, repeats allowed) as one array.
+
+        Frames found in the cache are taken before anything is loaded, so a read larger than
+        the cache never looks up a frame that its own loading has just evicted. Only the last
+        frames of a large read are kept in the cache afterwards.
+        """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size and not (indices.min() >= 0 and indices.max() < self.shape[0]):
+            bad = indices[(indices < 0) | (indices >= self.shape[0])][0]
+            raise IndexError(f"frame index {bad} out of range for {self.shape[0]} frames")
         out = np.empty((indices.size, *self.shape[1:]), self.dtype)
         with self._lock:
-            missing = sorted({int(i) for i in indices} - self._cache.keys())
+            found: dict[int, np.ndarray] = {}
+            for index in dict.fromkeys(indices.tolist()):
+                frame = self._cache.get(index)
+                if frame is not None:
+                    self._cache.move_to_end(index)
+                    found[index] = frame
+            missing = sorted(set(indices.tolist()) - found.keys())
             if missing:
                 loaded = np.asarray(self._load(missing))
-                for index, frame in zip(missing, loaded, strict=True):
-                    self._remember(index, frame)
-                fresh = dict(zip(missing, loaded, strict=True))
-            else:
-                fresh = {}
-            for position, index in enumerate(indices):
-                index = int(index)
-                frame = fresh.get(index)
-                if frame is None:
-                    frame = self._cache[index]
-                    self._cache.move_to_end(index)
-                out[position] = frame
+                expected = (len(missing), *self.shape[1:])
+                if loaded.shape != expected:
+                    raise ValueError(
+                        f"the frame loader returned shape {loaded.shape}, expected {expected}."
+                    )
+                found.update(zip(missing, loaded, strict=True))
+                kept = missing[-self._cache_frames :]
+                for index in kept:
+                    # A copy, so that the cache does not keep the whole loaded batch alive.
+                    self._remember(index, np.array(found[index]))
+            for position, index in enumerate(indices.tolist()):
+                out[position] = found[index]
         return out
 
     def _remember(self, index: int, frame: np.ndarray) -> None:
@@ -138,9 +154,65 @@ def _split_key(key) -> tuple[object, tuple]:
 
 
 def iter_frame_batches(frames, batch_frames: int = 16) -> Iterator[np.ndarray]:
-    """Yield consecutive batches of a (T, H, W) array or array-like, reading each once."""
+    """Yield consecutive batches of a (T, H, W) array or array-like, reading each once.
+
+    Batches of a memory-mapped stack are copies, and the pages they were read from are handed
+    back to the operating system (:func:`release_pages`), so that going through a long
+    recording keeps the memory of a batch, not of the file.
+    """
     if isinstance(frames, LazyFrames):
         yield from frames.iter_batches(batch_frames)
         return
     for start in range(0, len(frames), batch_frames):
-        yield np.asarray(frames[start : start + batch_frames])
+        batch = frames[start : start + batch_frames]
+        if memory_map_of(batch) is None:
+            yield np.asarray(batch)
+        else:
+            copy = np.array(batch)
+            release_pages(batch)
+            yield copy
+
+
+def select_frames(frames, indices: range):
+    """The frames at ``indices`` of a (T, H, W) stack, still lazy: a view of an array or memory
+    map, or a :class:`LazyFrames` that reads through ``frames``."""
+    if not isinstance(frames, LazyFrames):
+        # A range that runs down to frame 0 stops at -1, which a slice reads as the last frame.
+        stop = indices.stop if indices.stop >= 0 else None
+        return frames[indices.start : stop : indices.step]
+    # The wrapper caches one frame; the frames' own cache already keeps recent ones.
+    return LazyFrames(
+        lambda wanted: frames.read([indices[i] for i in wanted]),
+        len(indices),
+        frames.shape[1:],
+        frames.dtype,
+        cache_bytes=0,
+    )
+
+
+def memory_map_of(array) -> mmap.mmap | None:
+    """The ``mmap`` that ``array`` is a view of (through any chain of views), or None."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    if isinstance(array, memoryview):
+        array = array.obj
+    return array if isinstance(array, mmap.mmap) else None
+
+
+def release_pages(array) -> None:
+    """Drop the memory-mapped file pages behind ``array`` from this process's memory.
+
+    The data stays in the file (and usually in the operating system's file cache); a later
+    access reads it again. Reading a memory-mapped recording from start to end would
+    otherwise count every page of the file in the process's resident memory. Does nothing for
+    arrays that are not memory-mapped, or where ``madvise`` is unavailable (Windows).
+    """
+    buffer = memory_map_of(array)
+    if buffer is None or not hasattr(buffer, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    base = np.frombuffer(buffer, np.uint8).__array_interface__["data"][0]
+    low, high = byte_bounds(array)
+    start = (low - base) // mmap.PAGESIZE * mmap.PAGESIZE
+    end = min(len(buffer), -(-(high - base) // mmap.PAGESIZE) * mmap.PAGESIZE)
+    if end > start:
+        buffer.madvise(mmap.MADV_DONTNEED, start, end - start)

@@ -12,9 +12,12 @@ so other software shows the right scale.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +26,13 @@ from napari_pclesr._atomic import atomic_path
 from napari_pclesr._validation import as_grey_float
 from napari_pclesr.io._grey import to_grey
 from napari_pclesr.io._values import positive_float
-from napari_pclesr.io.errors import CorruptFileError, EmptyFileError, UnsupportedFormatError
-from napari_pclesr.io.lazy import LazyFrames, iter_frame_batches
+from napari_pclesr.io.errors import (
+    CorruptFileError,
+    DamagedFileWarning,
+    EmptyFileError,
+    UnsupportedFormatError,
+)
+from napari_pclesr.io.lazy import LazyFrames, iter_frame_batches, memory_map_of
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Compressed stacks up to this size are decoded at once; larger ones page by page.
@@ -68,9 +76,9 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray | LazyFrames, dict]:
     if path.stat().st_size == 0:
         raise EmptyFileError(path, "the file is empty (0 bytes); it holds no TIFF image.")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with tifffile_log() as log, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            layout = _frame_layout(path, series)
+            layout = frame_layout(path, series)
             saved = _our_metadata(tif)
             raw = {
                 "axes": series.axes,
@@ -92,13 +100,37 @@ def read_tiff(path: str | os.PathLike) -> tuple[np.ndarray | LazyFrames, dict]:
     except (EmptyFileError, UnsupportedFormatError, CorruptFileError):
         raise
     except Exception as exc:  # tifffile raises many types for damaged files
+        cause = log[-1] if log else f"{type(exc).__name__}: {exc}"
         raise CorruptFileError(
-            path, f"cannot be read as TIFF ({type(exc).__name__}: {exc}); the file is damaged."
+            path, f"cannot be read as TIFF ({cause}); the file is damaged."
         ) from exc
+    if log:
+        warnings.warn(f"{path}: {'; '.join(log)}", DamagedFileWarning, stacklevel=2)
     return frames, meta
 
 
-def _frame_layout(path: Path, series) -> dict:
+@contextmanager
+def tifffile_log() -> Iterator[list[str]]:
+    """Collect what tifffile logs (it logs, rather than raises, what is wrong in a damaged
+    file) instead of letting it print to the terminal; the messages explain our errors."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage().split("> ", 1)[-1])
+
+    logger = logging.getLogger("tifffile")
+    handler, propagate = Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def frame_layout(path: Path, series) -> dict:
     """How the series' axes map onto (frames, Y, X) and whether a colour axis must go."""
     axes, shape = series.axes, tuple(series.shape)
     # Colour images store their samples last (YXS). A planar RGB (SYX) of 3 or 4 samples is
@@ -257,38 +289,94 @@ def write_image(
     ValueError
         For RGB, empty or non-numeric input, and metadata that JSON cannot store.
     """
+    _check_tiff_suffix(path)
+    if not isinstance(image, LazyFrames) and memory_map_of(image) is None:
+        image = as_grey_float(image, name="image", allow_nan=True)
+    elif image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (T, H, W), got shape {image.shape}.")
+    stack = image if image.ndim == 3 else image[None]
+    batches = (
+        as_grey_float(batch, name="image", ndims=(3,), allow_nan=True)
+        for batch in iter_frame_batches(stack, batch_frames)
+    )
+    return write_image_batches(
+        path,
+        batches,
+        image.shape,
+        frame_rate=frame_rate,
+        pixel_size_um=pixel_size_um,
+        fov_circle=fov_circle,
+        layout=layout,
+        simulator=simulator,
+        model=model,
+        extra=extra,
+    )
+
+
+def write_image_batches(
+    path: str | os.PathLike, batches: Iterable[np.ndarray], shape: tuple[int, ...], **metadata
+) -> Path:
+    """Write a float32 TIFF page by page from batches of frames, as they are produced.
+
+    This is how a long result is saved without ever holding it: each batch is written as
+    soon as it arrives (e.g. from :meth:`napari_pclesr.infer.SuperResolver.iter_batches`).
+    The file is written under a temporary name beside ``path`` and renamed when the last
+    frame is in, so an interrupted or failed run leaves no partial file; it is a BigTIFF when
+    it exceeds 4 GB.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Target ``.tif``/``.tiff`` file.
+    batches : iterable of array_like
+        (n, H, W) batches (or single (H, W) frames), in order, together ``shape[0]`` frames.
+    shape : tuple of int
+        (T, H, W) of the whole stack, or (H, W) for a single frame.
+    **metadata
+        ``frame_rate``, ``pixel_size_um``, ``fov_circle``, ``layout``, ``simulator``,
+        ``model`` and ``extra``, as in :func:`write_image`.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        If the suffix is not ``.tif``/``.tiff``.
+    ValueError
+        If the batches do not add up to ``shape``, or for metadata that JSON cannot store.
+    """
     import json
 
     import tifffile
 
-    path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise UnsupportedFormatError(path, "the writer saves TIFF only; use a .tif suffix.")
-    if not isinstance(image, LazyFrames) and not _is_memory_mapped(image):
-        image = as_grey_float(image, name="image", allow_nan=True)
-    elif image.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (T, H, W), got shape {image.shape}.")
-    shape = tuple(int(n) for n in image.shape)
+    path = _check_tiff_suffix(path)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise ValueError(f"shape must be (H, W) or (T, H, W) with sizes >= 1, got {shape}.")
+    pixel_size_um = metadata.get("pixel_size_um")
     saved = {
-        "frame_rate": frame_rate,
+        "frame_rate": metadata.get("frame_rate"),
         "pixel_size_um": pixel_size_um,
-        "fov_circle": None if fov_circle is None else [float(v) for v in fov_circle],
-        "layout": None if layout is None else os.fspath(layout),
-        "simulator": dict(simulator) if simulator is not None else None,
-        "model": model,
-        **dict(extra or {}),
+        "fov_circle": None
+        if metadata.get("fov_circle") is None
+        else [float(v) for v in metadata["fov_circle"]],
+        "layout": None if metadata.get("layout") is None else os.fspath(metadata["layout"]),
+        "simulator": None if metadata.get("simulator") is None else dict(metadata["simulator"]),
+        "model": metadata.get("model"),
+        **dict(metadata.get("extra") or {}),
     }
+    unknown = set(metadata) - {*saved, "extra"}
+    if unknown:
+        raise TypeError(f"unknown metadata: {', '.join(sorted(unknown))}.")
     saved = {key: value for key, value in saved.items() if value is not None}
     try:
         saved = json.loads(json.dumps(saved, default=_json_builtin))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"TIFF metadata must be JSON-serialisable: {exc}") from exc
-    stack = image if len(shape) == 3 else image[None]
-
-    def pages():
-        for batch in iter_frame_batches(stack, batch_frames):
-            yield from as_grey_float(batch, name="image", ndims=(3,), allow_nan=True)
-
+    n_frames = shape[0] if len(shape) == 3 else 1
     options = {}
     if pixel_size_um:
         options = {"resolution": (1e4 / pixel_size_um,) * 2, "resolutionunit": "CENTIMETER"}
@@ -296,14 +384,39 @@ def write_image(
     with atomic_path(path) as temporary:
         tifffile.imwrite(
             temporary,
-            pages(),
-            shape=(len(stack), *shape[-2:]) if len(shape) == 3 else shape,
+            _checked_pages(batches, n_frames, shape[-2:]),
+            shape=shape,
             dtype=np.float32,
             photometric="minisblack",
             metadata={METADATA_KEY: saved},
             bigtiff=n_bytes > 2**32 - 2**25,
             **options,
         )
+    return path
+
+
+def _checked_pages(batches, n_frames: int, frame_shape: tuple[int, ...]):
+    """The float32 pages of ``batches``, checked to make ``n_frames`` frames of one shape."""
+    written = 0
+    for batch in batches:
+        batch = np.asarray(batch, dtype=np.float32)
+        batch = batch[None] if batch.ndim == 2 else batch
+        if batch.ndim != 3 or batch.shape[1:] != tuple(frame_shape):
+            raise ValueError(
+                f"a batch of shape {batch.shape} does not hold frames of {tuple(frame_shape)}."
+            )
+        if written + len(batch) > n_frames:
+            raise ValueError(f"the batches hold more than the {n_frames} frames announced.")
+        written += len(batch)
+        yield from batch
+    if written != n_frames:
+        raise ValueError(f"the batches hold {written} frames, not the {n_frames} announced.")
+
+
+def _check_tiff_suffix(path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise UnsupportedFormatError(path, "the writer saves TIFF only; use a .tif suffix.")
     return path
 
 
@@ -314,14 +427,3 @@ def _json_builtin(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _is_memory_mapped(array) -> bool:
-    """Whether ``array`` is a view of a memory-mapped file (so converting it all would load it)."""
-    import mmap
-
-    while isinstance(array, np.ndarray):
-        if isinstance(array, np.memmap):
-            return True
-        array = array.base
-    return isinstance(array, mmap.mmap)

@@ -66,7 +66,7 @@ class VideoFrames(LazyFrames):
                 data = next(self._decoder)
             except (StopIteration, RuntimeError, OSError) as exc:
                 self.close()
-                reason = str(exc) or "the stream ends early"
+                reason = ffmpeg_reason(str(exc)) if str(exc) else "the stream ends early"
                 raise CorruptFileError(
                     self.path,
                     f"frame {index} of {self.shape[0]} cannot be decoded ({reason}); the "
@@ -127,9 +127,23 @@ def count_video_frames(path: str | os.PathLike) -> int:
     log = result.stderr.decode(errors="replace")
     counts = re.findall(r"frame=\s*(\d+)", log)
     if result.returncode != 0 or not counts or int(counts[-1]) == 0:
-        last_line = log.strip().splitlines()[-1] if log.strip() else "no output"
-        raise CorruptFileError(path, f"ffmpeg finds no readable video stream ({last_line}).")
+        raise CorruptFileError(
+            path, f"ffmpeg finds no readable video stream ({ffmpeg_reason(log)})."
+        )
     return int(counts[-1])
+
+
+def ffmpeg_reason(log: str) -> str:
+    """The cause in an ffmpeg error log: its last line, without the version banner, the
+    configuration or the ``[demuxer @ 0x…]`` prefix."""
+    lines = [
+        line.strip()
+        for line in log.splitlines()
+        if line.strip() and not line.startswith((" ", "\t", "ffmpeg version", "==="))
+    ]
+    if not lines:
+        return "no error message"
+    return re.sub(r"^\[[^]]*\]\s*", "", lines[-1]).rstrip(".")
 
 
 def read_video(path: str | os.PathLike) -> tuple[VideoFrames, dict]:
@@ -163,7 +177,9 @@ def read_video(path: str | os.PathLike) -> tuple[VideoFrames, dict]:
     try:
         info = next(probe)
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise CorruptFileError(path, f"ffmpeg cannot open the video ({exc}).") from exc
+        raise CorruptFileError(
+            path, f"ffmpeg cannot open it as a video ({ffmpeg_reason(str(exc))})."
+        ) from exc
     finally:
         probe.close()
     n_frames = count_video_frames(path)

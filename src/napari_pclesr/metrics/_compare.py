@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_pclesr._atomic import atomic_path
 from napari_pclesr.metrics._fidelity import psnr, ssim
 from napari_pclesr.metrics._gcf import gcf
 from napari_pclesr.metrics._inputs import as_mask_stack, as_unit_stack, check_same_shape
@@ -436,14 +435,6 @@ def _json_record(record: dict[str, object]) -> dict[str, object]:
 def _write_text_atomically(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and os.replace."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"the folder {path.parent} does not exist; create it first.")
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="")
     return path

@@ -44,6 +44,7 @@ from napari_pclesr.models._common import (
     check_frames,
     check_positive_int,
     check_scale,
+    receptive_field_radius,
     upsampling_steps,
 )
 
@@ -145,6 +146,9 @@ class DenseNetSR(nn.Module):
         self.upsampler = nn.Sequential(*upsampler)
         self.integration = nn.Conv2d(width, 1, 3, padding=1)
         self.to(memory_format=torch.channels_last)
+
+    #: Receptive-field radius in input pixels (2 + blocks·layers + 1 at ×1: 99 by default).
+    receptive_field = property(receptive_field_radius)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_frames(x)

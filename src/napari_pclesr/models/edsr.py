@@ -35,6 +35,7 @@ from napari_pclesr.models._common import (
     check_positive_float,
     check_positive_int,
     check_scale,
+    receptive_field_radius,
     upsampling_steps,
 )
 
@@ -117,6 +118,9 @@ class EDSR(nn.Module):
         self.upsampler = nn.Sequential(*upsampler)
         self.tail = _conv3x3(features, 1, bias=False)
         self.to(memory_format=torch.channels_last)
+
+    #: Receptive-field radius in input pixels (2B + 3 at ×1: 35 for the baseline).
+    receptive_field = property(receptive_field_radius)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_frames(x)

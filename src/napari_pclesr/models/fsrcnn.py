@@ -33,6 +33,8 @@ from napari_pclesr.models._common import (
     check_frames,
     check_positive_int,
     check_scale,
+    receptive_field_radius,
+    transposed_conv_reach,
 )
 
 __all__ = ["FORMULATIONS", "FSRCNN", "Deconvolution"]
@@ -72,6 +74,10 @@ class Deconvolution(nn.Module):
     def formulation(self) -> str:
         """The formulation used at scale 1 (one of :data:`FORMULATIONS`)."""
         return self._formulation
+
+    def widen_receptive_field(self, radius: int) -> int:
+        """Every formulation computes the transposed convolution, so it has its reach."""
+        return transposed_conv_reach(radius, self.kernel_size, self.scale, self.kernel_size // 2)
 
     @formulation.setter
     def formulation(self, name: str) -> None:
@@ -181,6 +187,9 @@ class FSRCNN(nn.Module):
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.last_part.weight, 0.0, 0.001)
         nn.init.zeros_(self.last_part.bias)
+
+    #: Receptive-field radius in input pixels (2 + m + 4 at ×1: 10 for the defaults).
+    receptive_field = property(receptive_field_radius)
 
     @property
     def formulation(self) -> str:

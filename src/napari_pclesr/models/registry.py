@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from napari_pclesr.models.densenet_sr import DenseNetSR
+from napari_pclesr.models.discriminator import Discriminator, check_discriminator_hparams
 from napari_pclesr.models.edsr import EDSR
 from napari_pclesr.models.fsrcnn import FSRCNN
+from napari_pclesr.models.srgan import SRGANGenerator
 
 __all__ = [
     "ModelSpec",
     "available",
     "count_parameters",
     "create",
+    "create_discriminator",
     "default_hparams",
     "register",
     "spec",
@@ -81,6 +84,12 @@ register(
     DenseNetSR,
     {"low_features": 64, "blocks": 12, "layers": 8, "growth": 16},
     "DenseNet SR for CLE (Izadi et al. 2018): 12 dense blocks of 8 layers, growth 16",
+)
+register(
+    "srgan",
+    SRGANGenerator,
+    {"blocks": 16, "features": 64},
+    "SRGAN generator / SRResNet (Ledig et al. 2017): 16 residual blocks with BN, PReLU",
 )
 
 
@@ -145,3 +154,21 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """The number of parameter values in ``model`` (only those with ``requires_grad`` if
     ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def create_discriminator(**hparams) -> nn.Module:
+    """Build the adversarial discriminator (see :mod:`napari_pclesr.models.discriminator`).
+
+    It is not in :func:`available`, which lists super-resolution networks only.
+
+    Parameters
+    ----------
+    **hparams
+        ``features`` (64), ``dense`` (1024), ``pool`` (4), ``spectral_norm`` (False).
+
+    Raises
+    ------
+    ValueError
+        For an unknown hyper-parameter or a bad value.
+    """
+    return Discriminator(**check_discriminator_hparams(hparams))

@@ -15,6 +15,15 @@ def pixel_centres(shape: tuple[int, int]) -> np.ndarray:
     return np.stack([rows.ravel(), cols.ravel()], axis=-1)
 
 
+def default_cell_radius(layout: FibreLayout) -> float:
+    """Twice the median nearest-neighbour spacing: pixels farther from every fibre are in no cell.
+
+    This bounds the cells at the edge of the bundle, which would otherwise reach across the
+    whole frame.
+    """
+    return 2.0 * float(np.median(layout.nearest_neighbour_distances()))
+
+
 def voronoi_mean_matrix(
     layout: FibreLayout, cell_radius: float
 ) -> tuple[sparse.csr_matrix, np.ndarray]:

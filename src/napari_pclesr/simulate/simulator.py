@@ -18,7 +18,11 @@ except ImportError:  # pragma: no cover - a SciPy that moved it: use the public 
 from napari_pclesr.fibre import FibreLayout
 from napari_pclesr.simulate.interpolation import delaunay_interpolation_matrix
 from napari_pclesr.simulate.noise import add_fibre_noise
-from napari_pclesr.simulate.signals import nearest_pixels_matrix, voronoi_mean_matrix
+from napari_pclesr.simulate.signals import (
+    default_cell_radius,
+    nearest_pixels_matrix,
+    voronoi_mean_matrix,
+)
 
 SignalKind = Literal["voronoi", "nearest7"]
 _N_THREADS = os.cpu_count() or 1
@@ -74,7 +78,7 @@ class Simulator:
         self.layout = layout
         self.signal = signal
         if cell_radius is None:
-            cell_radius = 2.0 * float(np.median(layout.nearest_neighbour_distances()))
+            cell_radius = default_cell_radius(layout)
         self.cell_radius = (
             check_non_negative(cell_radius, "cell_radius") if np.isfinite(cell_radius) else np.inf
         )

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["PatchSampler", "dihedral_augment"]
+__all__ = ["PatchSampler", "TensorBatches", "dihedral_augment"]
 
 # Fraction of the free GPU memory the training patches may take before they stay on the host.
 _DEVICE_MEMORY_SHARE = 0.25
@@ -68,32 +68,35 @@ def _transform(batch: torch.Tensor, code: int) -> torch.Tensor:
     return torch.rot90(batch, code >> 2, (-2, -1)) if code >> 2 else batch
 
 
-class PatchSampler:
-    """Endless seeded batches from this process's shard of the training patches.
+class TensorBatches:
+    """Endless seeded batches of aligned per-sample tensors from this process's shard.
 
-    With ``world_size`` processes, the patches are permuted with a seed shared by all
+    With ``world_size`` processes, the samples are permuted with a seed shared by all
     processes and process ``rank`` takes every ``world_size``-th one, so the shards are
-    disjoint and equally large (a remainder of fewer than ``world_size`` patches is left out).
+    disjoint and equally large (a remainder of fewer than ``world_size`` samples is left out).
     An *epoch* is one pass over the shard in a new random order (batches never straddle
     epochs; a shard smaller than a batch is repeated within the epoch).
 
     Parameters
     ----------
-    lr, hr : torch.Tensor (N, 1, p, p) and (N, 1, s·p, s·p)
-        All training patches, on the CPU.
+    tensors : sequence of torch.Tensor
+        Aligned per-sample tensors on the CPU, all with the same first dimension N: images
+        (N, C, H, W) or (N, H, W), or vectors (N, K).
     batch_size : int
     device : torch.device
         Where batches are delivered.
     seed : int
     rank, world_size : int
     flips, rot90 : bool
-        Augmentation, see :func:`dihedral_augment`.
+        Augmentation of the tensors marked in ``augment`` (see :func:`dihedral_augment`); they
+        must be square images.
+    augment : sequence of bool, optional
+        Which tensors are images to augment together; all of them by default.
     """
 
     def __init__(
         self,
-        lr: torch.Tensor,
-        hr: torch.Tensor,
+        tensors,
         batch_size: int,
         device: torch.device,
         *,
@@ -102,8 +105,12 @@ class PatchSampler:
         world_size: int = 1,
         flips: bool = False,
         rot90: bool = False,
+        augment=None,
     ):
-        total = lr.shape[0]
+        tensors = tuple(tensors)
+        total = tensors[0].shape[0]
+        if any(tensor.shape[0] != total for tensor in tensors):
+            raise ValueError("the tensors of a sampler must have the same number of samples.")
         if total < world_size:
             raise ValueError(
                 f"{total} training patches cannot be shared by {world_size} processes; use "
@@ -116,50 +123,54 @@ class PatchSampler:
         self.batch_size = int(batch_size)
         self.device = device
         self.flips, self.rot90 = flips, rot90
+        self._augment = tuple(augment) if augment is not None else (True,) * len(tensors)
         self.iterations_per_epoch = max(1, len(self.shard) // self.batch_size)
         self._order_generator = torch.Generator().manual_seed(seed * 1000 + rank + 1)
         self._augment_generator = torch.Generator().manual_seed(seed * 1000 + rank + 500_001)
         self._order = torch.empty(0, dtype=torch.long)
         self._position = self.iterations_per_epoch  # no epoch started yet
         self.epoch = -1
-        self._hr_shape = tuple(hr.shape[1:])
-        self.set_patches(lr, hr)
+        self._shapes = [tuple(tensor.shape[1:]) for tensor in tensors]
+        self.tensors: list[torch.Tensor] = [torch.empty(0)] * len(tensors)
+        self.set_tensors(dict(enumerate(tensors)))
 
-    # -- patches --------------------------------------------------------------------------------
+    # -- samples --------------------------------------------------------------------------------
 
     @property
     def on_device(self) -> bool:
-        """Whether the patches live on the training device (no host-to-device copy)."""
-        return self.lr.device == self.device
+        """Whether the samples live on the training device (no host-to-device copy)."""
+        return self.tensors[0].device == self.device
 
-    def set_patches(self, lr: torch.Tensor, hr: torch.Tensor | None = None) -> None:
-        """Replace the patches (e.g. LR with a fresh noise draw); ``hr`` None keeps the HR."""
-        if hr is not None and tuple(hr.shape[1:]) != self._hr_shape:
-            raise ValueError("the HR patches changed size; rebuild the sampler instead.")
-        lr = lr.index_select(0, self.shard)
-        hr = None if hr is None else hr.index_select(0, self.shard)
+    def set_tensors(self, replacements: dict[int, torch.Tensor]) -> None:
+        """Replace some tensors (by position), e.g. LR patches with a fresh noise draw."""
+        for index, tensor in replacements.items():
+            if tuple(tensor.shape[1:]) != self._shapes[index]:
+                raise ValueError("the samples changed shape; rebuild the sampler instead.")
+        chosen = {index: t.index_select(0, self.shard) for index, t in replacements.items()}
         if self.device.type != "cuda":
-            self.lr = lr.to(self.device)
-            self.hr = hr.to(self.device) if hr is not None else self.hr
+            for index, tensor in chosen.items():
+                self.tensors[index] = tensor.to(self.device)
             return
-        size = lr.nbytes + (hr.nbytes if hr is not None else self.hr.nbytes)
+        kept = sum(t.nbytes for i, t in enumerate(self.tensors) if i not in chosen)
+        size = kept + sum(t.nbytes for t in chosen.values())
         free, _ = torch.cuda.mem_get_info(self.device)
-        if size < _DEVICE_MEMORY_SHARE * free or (hr is None and self.on_device):
-            self.lr = lr.to(self.device)
-            self.hr = hr.to(self.device) if hr is not None else self.hr
+        if size < _DEVICE_MEMORY_SHARE * free or (
+            len(chosen) < len(self.tensors) and self.on_device
+        ):
+            for index, tensor in chosen.items():
+                self.tensors[index] = tensor.to(self.device)
         else:
-            self.lr = lr.pin_memory()
-            self.hr = hr.pin_memory() if hr is not None else self.hr
-            self._staging = [self._pinned_pair() for _ in range(2)]
+            for index, tensor in chosen.items():
+                self.tensors[index] = tensor.pin_memory()
+            self._staging = [self._pinned_buffers() for _ in range(2)]
             self._copied = [torch.cuda.Event() for _ in range(2)]
             self._turn = 0
 
-    def _pinned_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (self.batch_size,)
-        return (
-            torch.empty(shape + tuple(self.lr.shape[1:]), pin_memory=True),
-            torch.empty(shape + tuple(self.hr.shape[1:]), pin_memory=True),
-        )
+    def _pinned_buffers(self) -> list[torch.Tensor]:
+        return [
+            torch.empty((self.batch_size, *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
+            for tensor in self.tensors
+        ]
 
     # -- batches --------------------------------------------------------------------------------
 
@@ -181,8 +192,9 @@ class PatchSampler:
         self._position = 0
         self.epoch += 1
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next (LR, HR) batch on the device, augmented; starts an epoch when needed."""
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The next batch of every tensor, on the device, augmented; starts an epoch when
+        needed."""
         if self.epoch_done:
             self.start_epoch()
         start = self._position * self.batch_size
@@ -190,26 +202,32 @@ class PatchSampler:
         self._position += 1
         if self.on_device:
             indices = indices.to(self.device)
-            lr, hr = self.lr.index_select(0, indices), self.hr.index_select(0, indices)
+            batch = [tensor.index_select(0, indices) for tensor in self.tensors]
         else:
-            lr, hr = self._gather_and_copy(indices)
-        return dihedral_augment(
-            (lr, hr), self._augment_generator, flips=self.flips, rot90=self.rot90
+            batch = self._gather_and_copy(indices)
+        images = [b for b, augment in zip(batch, self._augment, strict=True) if augment]
+        augmented = iter(
+            dihedral_augment(
+                tuple(images), self._augment_generator, flips=self.flips, rot90=self.rot90
+            )
+        )
+        return tuple(
+            next(augmented) if augment else b
+            for b, augment in zip(batch, self._augment, strict=True)
         )
 
-    def _gather_and_copy(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gather_and_copy(self, indices: torch.Tensor) -> list[torch.Tensor]:
         if self.device.type != "cuda":
-            return self.lr.index_select(0, indices), self.hr.index_select(0, indices)
+            return [tensor.index_select(0, indices) for tensor in self.tensors]
         turn = self._turn
         self._turn = 1 - turn
-        self._copied[turn].synchronize()  # the copy that last used this buffer has finished
-        lr_buffer, hr_buffer = self._staging[turn]
-        torch.index_select(self.lr, 0, indices, out=lr_buffer)
-        torch.index_select(self.hr, 0, indices, out=hr_buffer)
-        lr = lr_buffer.to(self.device, non_blocking=True)
-        hr = hr_buffer.to(self.device, non_blocking=True)
+        self._copied[turn].synchronize()  # the copy that last used these buffers has finished
+        batch = []
+        for tensor, buffer in zip(self.tensors, self._staging[turn], strict=True):
+            torch.index_select(tensor, 0, indices, out=buffer)
+            batch.append(buffer.to(self.device, non_blocking=True))
         self._copied[turn].record()
-        return lr, hr
+        return batch
 
     # -- resume ---------------------------------------------------------------------------------
 
@@ -230,3 +248,36 @@ class PatchSampler:
         self._order = state["order"].clone()
         self._order_generator.set_state(state["order_generator"])
         self._augment_generator.set_state(state["augment_generator"])
+
+
+class PatchSampler(TensorBatches):
+    """Endless seeded (LR, HR) batches of paired patches; see :class:`TensorBatches`.
+
+    Parameters
+    ----------
+    lr, hr : torch.Tensor (N, 1, p, p) and (N, 1, s·p, s·p)
+        All training patches, on the CPU.
+    batch_size : int
+    device : torch.device
+    seed : int
+    rank, world_size : int
+    flips, rot90 : bool
+        Augmentation, see :func:`dihedral_augment`, applied identically to LR and HR.
+    """
+
+    def __init__(self, lr: torch.Tensor, hr: torch.Tensor, batch_size: int, device, **options):
+        super().__init__((lr, hr), batch_size, device, **options)
+
+    @property
+    def lr(self) -> torch.Tensor:
+        """This process's LR patches (on the device or in pinned memory)."""
+        return self.tensors[0]
+
+    @property
+    def hr(self) -> torch.Tensor:
+        """This process's HR patches."""
+        return self.tensors[1]
+
+    def set_patches(self, lr: torch.Tensor, hr: torch.Tensor | None = None) -> None:
+        """Replace the patches (e.g. LR with a fresh noise draw); ``hr`` None keeps the HR."""
+        self.set_tensors({0: lr} if hr is None else {0: lr, 1: hr})

@@ -4,19 +4,28 @@
 in each process. When they say there is more than one process, :func:`setup` joins the process
 group (NCCL on CUDA, one GPU per process chosen by ``LOCAL_RANK``; gloo on the CPU). Outside
 ``torchrun`` everything here is a no-op on one process.
+
+Variables left over in a shell (``WORLD_SIZE=2 RANK=0`` without the other process) would make
+torch wait 30 minutes for processes that never come. Joining is therefore bounded by
+``PCLESR_RENDEZVOUS_TIMEOUT`` seconds (default :data:`RENDEZVOUS_TIMEOUT_S`); the collective
+operations of the run keep torch's own, longer timeout.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from napari_pclesr.devices import select_device
 
-__all__ = ["DistributedContext", "setup", "teardown"]
+__all__ = ["RENDEZVOUS_TIMEOUT_S", "DistributedContext", "setup", "teardown"]
+
+#: Seconds to wait for all processes to join (``PCLESR_RENDEZVOUS_TIMEOUT`` overrides it).
+RENDEZVOUS_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,63 @@ def setup(device_request: str = "auto") -> tuple[DistributedContext, torch.devic
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    store, rank, world = _rendezvous()
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world)
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local, True), device
+
+
+def _rendezvous():
+    """Meet the other processes through ``MASTER_ADDR:MASTER_PORT``, within the timeout.
+
+    Returns the store, this process's rank and the world size, for ``init_process_group``.
+
+    Raises
+    ------
+    ValueError
+        If a variable is missing or the timeout is not a positive number.
+    TimeoutError
+        If not all processes joined in time.
+    """
+    from torch.distributed.constants import default_pg_timeout
+
+    world, rank = os.environ["WORLD_SIZE"], os.environ["RANK"]
+    fix = (
+        "Start multi-process training with torchrun (e.g. torchrun --standalone "
+        f"--nproc_per_node={world} $(which pclesr) train ...), or unset WORLD_SIZE and RANK to "
+        "train in one process."
+    )
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE={world} and RANK={rank} are set, as for one of {world} processes, but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not. {fix}"
+        )
+    timeout = _rendezvous_timeout()
+    address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        store, rank_number, world_size = next(
+            dist.rendezvous("env://", timeout=timedelta(seconds=timeout))
+        )
+    except (RuntimeError, OSError) as exc:  # DistStoreError (a RuntimeError), refused, ...
+        raise TimeoutError(
+            f"WORLD_SIZE={world} and RANK={rank} are set, but the {world} processes did not all "
+            f"meet at {address} within {timeout:g} s ({str(exc).splitlines()[0]}). {fix}"
+        ) from exc
+    store.set_timeout(default_pg_timeout)  # the run's own operations may take longer
+    return store, rank_number, world_size
+
+
+def _rendezvous_timeout() -> float:
+    text = os.environ.get("PCLESR_RENDEZVOUS_TIMEOUT", str(RENDEZVOUS_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(
+            f"PCLESR_RENDEZVOUS_TIMEOUT must be a number of seconds > 0, got {text!r}."
+        )
+    return seconds
 
 
 def teardown(context: DistributedContext) -> None:

@@ -10,35 +10,108 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "TERMS",
     "CheckpointSaved",
     "IterationDone",
     "TrainResult",
     "TrainingEvent",
     "TrainingFinished",
     "TrainingHistory",
+    "TrainingPreparing",
     "TrainingStarted",
     "ValidationDone",
 ]
 
+#: The logged terms a run may report, by name: (label, group). Groups: ``"G"`` (generator or
+#: supervised losses), ``"D"`` (discriminator loss) and ``"accuracy"`` (D's accuracy, in [0, 1]).
+#: Objectives report a subset (``TrainingStarted.terms`` lists it, in order).
+TERMS = {
+    "loss": ("training loss", "G"),
+    "g_loss": ("generator loss (total)", "G"),
+    "content": ("content loss", "G"),
+    "vec": ("l_Vec (fibre vectors)", "G"),
+    "reg": ("l_Reg (row/column means)", "G"),
+    "adv": ("adversarial loss", "G"),
+    "d_loss": ("discriminator loss", "D"),
+    "d_real_acc": ("D accuracy on real", "accuracy"),
+    "d_fake_acc": ("D accuracy on fake", "accuracy"),
+}
+
 
 @dataclass
 class TrainingHistory:
-    """The loss curve: training loss per report, validation scores per validation."""
+    """The loss curves: training loss and terms per report, validation scores per validation.
+
+    ``terms[name][i]`` is the mean of term ``name`` over the report at ``iteration[i]`` (NaN
+    where the term was not computed, e.g. the discriminator terms during pre-training);
+    ``val_scores[name][j]`` the validation score ``name`` at ``val_iteration[j]``.
+    """
 
     iteration: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_iteration: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_ssim: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    val_scores: dict[str, list[float]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, list]:
+    def to_dict(self) -> dict:
         """A JSON-friendly copy."""
-        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+        return {
+            name: (
+                {key: list(values) for key, values in value.items()}
+                if isinstance(value, dict)
+                else list(value)
+            )
+            for name, value in ((name, getattr(self, name)) for name in self.__dataclass_fields__)
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainingHistory:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{name: list(values.get(name, [])) for name in cls.__dataclass_fields__})
+        """Inverse of :meth:`to_dict` (histories written before the terms existed load too)."""
+        history = cls()
+        for name in cls.__dataclass_fields__:
+            value = values.get(name)
+            if isinstance(value, dict):
+                setattr(history, name, {key: list(items) for key, items in value.items()})
+            elif value is not None:
+                setattr(history, name, list(value))
+        return history
+
+    def add_report(self, iteration: int, loss: float, terms: dict[str, float]) -> None:
+        """Append a training report (terms missing from it are recorded as NaN)."""
+        self.iteration.append(iteration)
+        self.train_loss.append(loss)
+        _append_row(self.terms, terms, len(self.iteration))
+
+    def add_validation(self, iteration: int, loss: float, ssim: float, scores: dict) -> None:
+        """Append a validation."""
+        self.val_iteration.append(iteration)
+        self.val_loss.append(loss)
+        self.val_ssim.append(ssim)
+        _append_row(self.val_scores, scores, len(self.val_iteration))
+
+
+def _append_row(columns: dict[str, list[float]], row: dict[str, float], length: int) -> None:
+    for name in row.keys() - columns.keys():
+        columns[name] = [float("nan")] * (length - 1)
+    for name, values in columns.items():
+        values.append(float(row.get(name, float("nan"))))
+
+
+@dataclass(frozen=True)
+class TrainingPreparing:
+    """Set-up progress, before :class:`TrainingStarted`: the first event of every run.
+
+    ``stage`` names the step ("loading data", "simulating LR", "cutting patches", "fibre
+    layout", …); ``done`` of ``total`` units of it are finished (``total`` 0 when unknown);
+    ``detail`` is an optional sentence for the user (e.g. how a fibre layout was chosen).
+    """
+
+    stage: str
+    done: int
+    total: int
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +127,9 @@ class TrainingStarted:
     start_iteration: int
     iterations: int
     amp_dtype: str | None
+    objective: str = "supervised"
+    terms: tuple[str, ...] = ("loss",)
+    score: str = "validation loss"
 
 
 @dataclass(frozen=True)
@@ -61,9 +137,12 @@ class IterationDone:
     """A training report, every ``log_every`` iterations.
 
     ``loss`` is the mean training loss since the previous report (over all processes under
-    DDP); ``data_wait_share`` the share of that time spent fetching batches; ``memory_mb`` the
-    peak device memory (CUDA/MPS) or the peak resident memory of the process (CPU), or None
-    where unknown.
+    DDP): the supervised loss, or the generator's total loss for the adversarial objectives;
+    ``terms`` the means of every term the objective logs (names in :data:`TERMS`; a term not
+    computed since the last report, e.g. D's during pre-training, is absent);
+    ``data_wait_share`` the share of that time spent fetching batches; ``memory_mb`` the peak
+    device memory (CUDA/MPS) or the peak resident memory of the process (CPU), or None where
+    unknown.
     """
 
     iteration: int
@@ -74,11 +153,18 @@ class IterationDone:
     iterations_per_s: float
     memory_mb: float | None
     data_wait_share: float
+    terms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ValidationDone:
-    """Scores on the validation patches (mean loss and mean SSIM, data range 1)."""
+    """Scores on the validation data.
+
+    ``val_loss`` is the score that selects ``best.pt`` (lower is better; what it is depends on
+    the objective, see ``TrainingStarted.score``); ``val_ssim`` the mean SSIM against HR (data
+    range 1; NaN without HR); ``scores`` every validation score by name (e.g. ``"vec"``,
+    ``"reg"``, ``"gcf"``, ``"delta_gcf"``, ``"ssim"``, ``"content"``).
+    """
 
     iteration: int
     val_loss: float
@@ -86,6 +172,7 @@ class ValidationDone:
     is_best: bool
     best_val_loss: float
     best_iteration: int
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,5 +234,10 @@ class TrainingFinished:
 
 
 TrainingEvent = (
-    TrainingStarted | IterationDone | ValidationDone | CheckpointSaved | TrainingFinished
+    TrainingPreparing
+    | TrainingStarted
+    | IterationDone
+    | ValidationDone
+    | CheckpointSaved
+    | TrainingFinished
 )
