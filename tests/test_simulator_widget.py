@@ -6,6 +6,7 @@ from dock_helpers import wait_idle
 
 from napari_pclesr import FibreLayout, Simulator
 from napari_pclesr.data import phantom
+from napari_pclesr.fibre import fibre_count_for
 from napari_pclesr.io import write_layout
 
 pytestmark = pytest.mark.napari
@@ -34,7 +35,7 @@ def test_simulates_the_selected_layer_with_the_chosen_sigmas(dock, qtbot):
     wait_idle(qtbot, widget)
 
     layer = viewer.layers["LR (simulated)"]
-    layout = FibreLayout.synthetic((72, 80), round(30000 * 72 * 80 / 576**2), seed=0)
+    layout = FibreLayout.synthetic((72, 80), fibre_count_for((72, 80)), seed=0)
     expected = Simulator(layout).simulate(hr, 0.1, 0.02, seed=np.random.default_rng(7))
     assert np.array_equal(layer.data, expected)
     assert layer.metadata["simulator"]["sigma_mult"] == pytest.approx(0.1)
