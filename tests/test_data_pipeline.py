@@ -382,3 +382,20 @@ def test_degradation_sets_the_bundle_density_and_noise():
         Degradation(density=0)
     with pytest.raises(ValueError, match="one Degradation per sequence"):
         PairedSequences(hr, degradations=[quiet])
+
+
+def test_mixed_data_shrink_natural_images_without_aliasing():
+    from napari_pclesr.data.patches import _zoomed_to_fit
+
+    class FixedZoom:
+        def __init__(self, zoom):
+            self.zoom = zoom
+
+        def uniform(self, low, high):
+            return self.zoom
+
+    board = (np.indices((400, 400)).sum(0) % 2).astype(np.float32)  # detail at Nyquist
+    shrunk = _zoomed_to_fit(board, (64, 64), FixedZoom(0.7))
+    assert shrunk.shape == (280, 280)
+    assert shrunk[20:-20, 20:-20].std() < 0.02  # unresolvable detail is gone, not aliased
+    assert _zoomed_to_fit(board, (64, 64), FixedZoom(1.0))[20:-20, 20:-20].std() > 0.45
