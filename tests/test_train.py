@@ -62,6 +62,7 @@ def tiny_config(**changes) -> TrainConfig:
         "device": "cpu",
         "augment_flips": False,
         "augment_rot90": False,
+        "min_inside": 1.0,  # whole-FoV patches, so the patch counts below are simple
     }
     return TrainConfig(**{**settings, **changes})
 
@@ -209,6 +210,20 @@ def test_resume_refuses_a_different_network(tmp_path):
     other = config.replace(hparams={**TINY_FSRCNN, "features": 6}, resume=str(tmp_path / "last.pt"))
     with pytest.raises(ValueError, match="settings differ from the checkpoint's: hparams"):
         train(other, data=recorded_pairs())
+
+
+def test_rim_patches_join_training_when_min_inside_allows_them():
+    from napari_pclesr.train import TrainingStarted, iter_train
+
+    def started(config):
+        events = iter_train(config.replace(iterations=1), data=simulated_pairs())
+        event = next(e for e in events if isinstance(e, TrainingStarted))
+        events.close()
+        return event
+
+    inside, rim = started(tiny_config()), started(tiny_config(min_inside=0.3))
+    assert (inside.n_train_patches, inside.n_val_patches) == (32, 8)  # 4 patches per frame
+    assert rim.n_train_patches > 2 * inside.n_train_patches  # the 16x16 grid reaches the rim
 
 
 def test_fresh_noise_changes_the_training_lr_after_the_first_epoch():
