@@ -1,5 +1,6 @@
 """``pclesr simulate`` and ``pclesr demo`` through the real entry point."""
 
+import csv
 import os
 
 import numpy as np
@@ -53,7 +54,14 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
     output = capsys.readouterr().out
     assert "Tot_cs" in output and "first by SSIM: " in output and "first by Tot_cs: " in output
     markdown = (tmp_path / "scores.md").read_text()
-    assert markdown.startswith("| method | frames | SSIM |") and "| wiener" in markdown
+    assert markdown.startswith("| method | frames | SSIM |") and "| wiener ⚠ |" in markdown
+    # Contrast that is noise: Wiener's gain is flagged on the demo's frames, our models' are not.
+    with open(tmp_path / "scores.csv", newline="") as handle:
+        rows = csv.DictReader(line for line in handle if not line.startswith("#"))  # footer
+        flagged = {row["method"]: row["noisy_contrast"] for row in rows}
+    assert flagged["wiener"] == "True"
+    learned_labels = [m for m in flagged if m not in ("LR", "wiener", "unsharp")]
+    assert learned_labels and all(flagged[m] == "False" for m in learned_labels)
     umask = os.umask(0)
     os.umask(umask)
     for name in ("scores.csv", "hr.tif", "run/best.pt"):  # readable as any file, not 0600

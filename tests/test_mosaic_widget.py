@@ -24,7 +24,7 @@ def sequence():
 
 
 @pytest.fixture
-def dock(make_napari_viewer, sequence):
+def dock(make_napari_viewer, qtbot, sequence):
     from napari_pclesr._napari._mosaic_widget import MosaicWidget
 
     truth, simulator, lr = sequence
@@ -37,9 +37,14 @@ def dock(make_napari_viewer, sequence):
     viewer.add_image(lr, name="seq", metadata=metadata)
     widget = MosaicWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget._image.value = viewer.layers["seq"]
+    qtbot.waitUntil(lambda: widget.ready, timeout=60000)
+    assert widget._image.value is viewer.layers["seq"]  # the only LR-like layer
     widget._device.value = "cpu"
     return viewer, widget
+
+
+def status(widget) -> str:
+    return widget.status.message
 
 
 def wait_for(qtbot, widget):
@@ -56,8 +61,8 @@ def test_run_adds_mosaic_hr_hat_and_a_clickable_quality_plot(dock, qtbot, sequen
     assert not widget._run.enabled and widget._stop.enabled
     wait_for(qtbot, widget)
 
-    assert "Done in" in widget._status.value and "9/10 frames kept" in widget._status.value
-    assert "offsets vs truth RMS" in widget._status.value
+    assert "Done in" in status(widget) and "9/10 frames kept" in status(widget)
+    assert "offsets vs truth RMS" in status(widget)
     assert progress and progress[-1].stage == "mosaic"
     hr_hat = viewer.layers["seq HR-hat"]
     assert hr_hat.data.shape == lr.shape
@@ -69,16 +74,16 @@ def test_run_adds_mosaic_hr_hat_and_a_clickable_quality_plot(dock, qtbot, sequen
     assert tuple(mosaic.translate) == tuple(float(v) for v in mosaic.metadata["origin"])
 
     plot = widget.plot
-    assert len(plot.kept.get_offsets()) == 9
-    assert plot.rejected.get_offsets()[:, 0].tolist() == [6]
-    # A click on frame 6's cross moves the viewer there (a real matplotlib pick).
-    from matplotlib.backend_bases import MouseEvent
+    assert plot.n_points("kept") == 9
+    assert plot.series["rejected"].xs == [6]
+    assert plot.h_lines == [(pytest.approx(0.7), plot.series["rejected"].colour)]
+    # A click on frame 6's cross moves the viewer there, and the cursor follows.
+    from qtpy.QtCore import Qt
 
-    plot.canvas.draw()
-    x, y = plot.axes.transData.transform(plot.rejected.get_offsets()[0])
-    MouseEvent("button_press_event", plot.canvas, x, y, button=1)._process()
+    plot.grab()  # lays the points out
+    qtbot.mouseClick(plot, Qt.LeftButton, pos=plot.pixel_of("rejected", 0).toPoint())
     assert viewer.dims.current_step[0] == 6
-    assert plot.cursor.get_xdata()[0] == 6
+    assert plot.cursor_x == 6
     assert widget._run.enabled and not widget._stop.enabled
 
 
@@ -87,7 +92,7 @@ def test_fibre_fusion_uses_the_layer_layout(dock, qtbot):
     widget._method.value = "fibre"
     widget.run()
     wait_for(qtbot, widget)
-    assert "seq HR-hat" in viewer.layers and "Done in" in widget._status.value
+    assert "seq HR-hat" in viewer.layers and "Done in" in status(widget)
 
 
 def test_stop_ends_the_run_without_adding_layers(dock, qtbot):
@@ -106,9 +111,9 @@ def test_bad_input_is_reported_not_raised(dock, qtbot):
     viewer.add_image(np.zeros((32, 32)), name="frame")
     widget._image.value = viewer.layers["frame"]
     assert widget.run() is None
-    assert "single frame" in widget._status.value
+    assert "single frame" in status(widget)
     viewer.add_image(np.zeros((4, 32, 32)), name="blank")
     widget._image.value = viewer.layers["blank"]
     widget.run()
     wait_for(qtbot, widget)
-    assert "Mosaic failed" in widget._status.value and "dark or blank" in widget._status.value
+    assert "Mosaic failed" in status(widget) and "dark or blank" in status(widget)

@@ -51,6 +51,75 @@ def test_get_reader_accepts_recordings_and_layouts(tmp_path):
         assert callable(get_reader(str(path))), path
 
 
+def _disc(shape=(96, 96), radius=40) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    return np.hypot(rows - shape[0] / 2, cols - shape[1] / 2) <= radius
+
+
+def test_get_reader_declines_ordinary_images_and_claims_pcle_ones(tmp_path):
+    import imageio.v3 as iio
+    from skimage import data
+
+    from napari_pclesr.io import write_image
+
+    rng = np.random.default_rng(3)
+    camera = data.camera()
+    iio.imwrite(tmp_path / "plain.png", camera)
+    tifffile.imwrite(tmp_path / "plain.tif", camera)  # a grey image filling its frame
+    tifffile.imwrite(tmp_path / "colour.tif", data.astronaut())
+    stack = (rng.random((3, 96, 96)) * 200 + 50).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "cells.tif", stack)  # lit everywhere: no field of view
+    tifffile.imwrite(tmp_path / "pcle.tif", np.where(_disc(), stack, 0))  # circular FoV
+    write_image(tmp_path / "ours.tif", rng.random((2, 32, 32)).astype(np.float32))
+    for name in ["plain.png", "plain.tif", "colour.tif", "cells.tif"]:
+        assert get_reader(str(tmp_path / name)) is None, name
+    for name in ["pcle.tif", "ours.tif"]:
+        assert callable(get_reader(str(tmp_path / name))), name
+
+
+def test_get_reader_claims_grey_videos_with_a_field_of_view_only(tmp_path):
+    import imageio_ffmpeg
+
+    frames = {
+        "pcle.mp4": np.where(_disc((96, 96), 40)[..., None], 180, 0),
+        "colour.mp4": np.stack(
+            [np.full((96, 96), 200), np.zeros((96, 96)), np.full((96, 96), 90)], -1
+        ),
+        "grey_full.mp4": np.full((96, 96, 3), 160),
+    }
+    for name, frame in frames.items():
+        writer = imageio_ffmpeg.write_frames(str(tmp_path / name), (96, 96), fps=10)
+        writer.send(None)
+        for _ in range(6):
+            writer.send(np.ascontiguousarray(np.broadcast_to(frame, (96, 96, 3)), np.uint8))
+        writer.close()
+    assert callable(get_reader(str(tmp_path / "pcle.mp4")))
+    assert get_reader(str(tmp_path / "colour.mp4")) is None
+    assert get_reader(str(tmp_path / "grey_full.mp4")) is None
+
+
+def test_get_reader_claims_the_shared_raw_frames_and_recording(shared_dir):
+    data = shared_dir / "data"
+    for name in ["tissue_paper.tif", "pcle_colorectal_S01V01.mpeg"]:
+        path = data / name
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        assert callable(get_reader(str(path))), name
+
+
+def test_the_manifest_names_our_formats_only():
+    import yaml
+
+    manifest = yaml.safe_load(
+        (Path(__file__).parents[1] / "src/napari_pclesr/napari.yaml").read_text(encoding="utf-8")
+    )
+    [reader] = manifest["contributions"]["readers"]
+    patterns = reader["filename_patterns"]
+    assert "*" not in patterns and "*.png" not in patterns
+    assert {"*.mkt", "*.tif", "*.tiff", "*.mpeg", "*.csv", "*.npz"} <= set(patterns)
+    assert reader["accepts_directories"] is True
+
+
 def test_image_layer_has_percentile_contrast_and_fov(tmp_path):
     path = _disc_recording(tmp_path)
     [(data, attributes, kind)] = get_reader(str(path))(str(path))
@@ -147,11 +216,55 @@ def test_writers_round_trip_through_the_viewer(make_napari_viewer, tmp_path):
 
 
 @pytest.mark.napari
+def test_napari_opens_plain_images_and_our_files_without_asking(make_napari_viewer, tmp_path):
+    import imageio.v3 as iio
+
+    viewer = make_napari_viewer()
+    iio.imwrite(
+        tmp_path / "plain.png", (np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8)
+    )
+    # plugin=None is what a dropped file gets: the only compatible reader, else a question.
+    [png] = viewer.open(str(tmp_path / "plain.png"), plugin=None)
+    assert png.source.reader_plugin != PLUGIN
+    [recording] = viewer.open(str(_disc_recording(tmp_path)), plugin=None)
+    assert recording.source.reader_plugin == PLUGIN
+    assert "fov_mask" in recording.metadata
+
+
+@pytest.mark.napari
+def test_interactive_opening_reads_in_a_worker(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_pclesr._napari import _background
+
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(_background, "ui_loop_running", lambda: True)  # as from the menu
+    path = _disc_recording(tmp_path)
+    assert viewer.open(str(path), plugin=PLUGIN) == []  # napari's "layers come later"
+    qtbot.waitUntil(lambda: len(viewer.layers) == 1, timeout=30000)
+    [layer] = viewer.layers
+    assert layer.name == "rec.mkt" and layer.metadata["fov_mask"].shape == (96, 96)
+    np.testing.assert_array_equal(np.asarray(layer.data[2]), np.asarray(read_sequence(path)[0][2]))
+
+    viewer.layers.clear()
+    viewer.open_sample(PLUGIN, "phantom")
+    assert [layer.name for layer in viewer.layers] == ["HR (phantom)"]
+    assert not viewer.layers["HR (phantom)"].data.any()  # a black placeholder, at once
+    qtbot.waitUntil(lambda: "fibre layout" in viewer.layers, timeout=60000)
+    assert [layer.name for layer in viewer.layers] == [
+        "HR (phantom)",
+        "LR (simulated)",
+        "fibre layout",
+    ]
+    hr = viewer.layers["HR (phantom)"]
+    assert hr.data.any() and "pclesr_pending" not in hr.metadata
+    assert hr.metadata["fov_mask"].shape == (576, 576)
+
+
+@pytest.mark.napari
 def test_sample_data(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "phantom")
     names = [layer.name for layer in viewer.layers]
-    assert names == ["phantom HR", "phantom LR (simulated)", "fibre layout"]
+    assert names == ["HR (phantom)", "LR (simulated)", "fibre layout"]
     hr, lr, points = viewer.layers
     layout = points.metadata["fibre_layout"]
     assert layout.n_fibres == 30000 and hr.data.shape == lr.data.shape == (576, 576)
@@ -163,7 +276,7 @@ def test_sample_data(make_napari_viewer):
 
     viewer.layers.clear()
     viewer.open_sample(PLUGIN, "sequence")
-    truth, simulated = viewer.layers
+    truth, simulated, _layout = viewer.layers
     assert truth.data.ndim == 3 and truth.data.shape == simulated.data.shape
     offsets = simulated.metadata["true_offsets"]
     assert offsets.shape == (truth.data.shape[0], 2) and np.ptp(offsets, axis=0).max() > 5
@@ -182,8 +295,9 @@ def test_lazy_stacks_display_in_the_viewer(make_napari_viewer, tmp_path):
         iio.imwrite(folder / f"f{index}.png", frame)
     writer = imageio_ffmpeg.write_frames(str(tmp_path / "v.mp4"), (32, 32), fps=10)
     writer.send(None)
-    for level in range(0, 250, 25):
-        writer.send(np.full((32, 32, 3), level, np.uint8))
+    disc = _disc((32, 32), 14)
+    for level in range(25, 275, 25):  # grey frames in a circular field of view: pCLE
+        writer.send(np.repeat(np.where(disc, level, 0)[..., None], 3, axis=-1).astype(np.uint8))
     writer.close()
 
     [frames_layer] = viewer.open(str(folder), plugin=PLUGIN)
@@ -192,4 +306,4 @@ def test_lazy_stacks_display_in_the_viewer(make_napari_viewer, tmp_path):
     viewer.dims.set_current_step(0, 2)
     np.testing.assert_array_equal(np.asarray(frames_layer._slice.image.raw), stack[2])
     shown = np.asarray(video_layer._slice.image.raw)
-    assert abs(float(shown.mean()) - 50) < 4  # the third frame's grey level
+    assert abs(float(shown[_disc((32, 32), 10)].mean()) - 75) < 4  # the third frame's level

@@ -17,6 +17,7 @@ TINY = {
     "edsr": {"blocks": 2, "features": 8},
     "edsr_large": {"blocks": 2, "features": 8},
     "densenet_sr": {"low_features": 8, "blocks": 2, "layers": 2, "growth": 4},
+    "srgan": {"blocks": 2, "features": 8},
 }
 
 

@@ -1,8 +1,10 @@
-"""The "SR metrics" dock: SSIM, PSNR, GCF, ΔGCF and Tot_cs of SR layers, live with the slider.
+"""The "SR metrics" dock: how good each SR layer is, live with the frame slider.
 
 The dock scores every frame of the chosen layers in a background worker, current frame first,
 and keeps the per-frame values, so moving the frame slider over computed frames only looks
-values up; moving to a frame not computed yet restarts the worker from that frame.
+values up; moving to a frame not computed yet restarts the worker from that frame. The table
+shows the key scores first (SSIM, ΔGCF, Tot_cs, noise ratio), the rest behind "More columns";
+a bar chart beside it shows one score per method with its spread over the frames.
 """
 
 from __future__ import annotations
@@ -10,38 +12,172 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from napari.layers import Image
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_pclesr.metrics import SCORES, ComparisonTable, FrameScores, compare, evaluate_methods
-from napari_pclesr.metrics._compare import FIELD_NAMES, format_mean_std, format_p_value
+from napari_pclesr._napari._docks import (
+    FOV_MASK_KEY,
+    LEVEL_COLOURS,
+    WORSE_MARGIN,
+    Form,
+    PclesrDock,
+    fit_narrow,
+    layer_role,
+    tip,
+)
+from napari_pclesr._napari._plots import PALETTE, Bar, BarChart
+from napari_pclesr.metrics._compare import (
+    FIELD_NAMES,
+    NOISE_RATIO_LIMIT,
+    NOISE_SPACING_PX,
+    ComparisonTable,
+    FrameScores,
+    compare,
+    evaluate_methods,
+    format_mean_std,
+    format_p_value,
+)
 from napari_pclesr.metrics._inputs import CHUNK_PIXELS
 
-FOV_MASK_KEY = "fov_mask"
 NO_LAYER = "—"
-COLUMNS = [
-    "method",
-    *(f"{score.label} {part}" for score in SCORES for part in ("(frame)", "mean ± std")),
-    "p(Tot_cs) vs LR",
-]
+#: The input's row is named "input · <layer>": read first, it stays clear when elided.
+BASELINE_PREFIX = "input · "
+WARNING_MARK = "⚠ "
+LR_COLOUR = "#8c8c8c"
+WORSE_COLOUR = LEVEL_COLOURS["warning"]
+METHOD_COLUMN_WIDTH = 110
+#: The table always shows this many rows (the LR and two results) without scrolling.
+TABLE_ROWS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: a score's mean ± std, its value at the current frame, or its
+    p-value against the LR; ``extra`` columns show only with "More columns"."""
+
+    title: str
+    key: str
+    kind: str  # "name", "mean", "frame" or "p"
+    digits: int
+    tooltip: str
+    extra: bool = False
+
+
+_SCORE_HELP = {
+    "ssim": (
+        "SSIM",
+        4,
+        "Structural similarity to the reference (HR-hat), from 0 to 1: higher means the fine "
+        "structure matches better.",
+    ),
+    "delta_gcf_lr": (
+        "ΔGCF",
+        3,
+        "Change of global contrast from the input (LR): above 0 the result looks crisper. "
+        "Noise also raises it, so read it with the noise ratio.",
+    ),
+    "tot_cs": (
+        "Tot_cs",
+        4,
+        "The seed papers' combined score, from 0 to 1: half similarity (SSIM), half contrast "
+        "gain (ΔGCF squashed to 0–1). Higher is better.",
+    ),
+    "noise_ratio": (
+        "Noise ratio",
+        2,
+        "Fine-grained noise of the result compared with the input (1: as noisy as the LR), "
+        "estimated without the reference (Immerkær's method, on the fibre grid). Above "
+        f"{NOISE_RATIO_LIMIT:g} with a contrast gain, that gain is likely noise (⚠).",
+    ),
+    "psnr": (
+        "PSNR [dB]",
+        2,
+        "Peak signal-to-noise ratio against the reference, in decibels: higher is closer.",
+    ),
+    "gcf": ("GCF", 3, "Global contrast factor of the image itself: higher is more contrast."),
+    "delta_gcf_hr": (
+        "ΔGCF vs HR-hat",
+        3,
+        "Contrast compared with the reference: near 0 means as much contrast as the reference.",
+    ),
+    "noise": (
+        "Noise σ",
+        4,
+        "Estimated noise level (standard deviation) on the 0–1 intensity scale.",
+    ),
+}
+KEY_SCORES = ("ssim", "delta_gcf_lr", "tot_cs", "noise_ratio")
+EXTRA_SCORES = ("psnr", "gcf", "delta_gcf_hr", "noise")
+TESTED_SCORES = ("ssim", "psnr", "gcf", "tot_cs")
+STATS_HELP = " Mean ± standard deviation over the frames."
+
+
+def _columns() -> list[Column]:
+    columns = [
+        Column(
+            "Method",
+            "method",
+            "name",
+            0,
+            "The result (SR layer) or the input (LR) scored in this row. ⚠ marks a result "
+            "worse than its input, or a contrast gain that is likely noise; hover the row.",
+        )
+    ]
+    for key in KEY_SCORES:
+        title, digits, help_text = _SCORE_HELP[key]
+        columns.append(Column(title, key, "mean", digits, help_text + STATS_HELP))
+    for key in KEY_SCORES:
+        title, digits, help_text = _SCORE_HELP[key]
+        columns.append(Column(f"{title} (this frame)", key, "frame", digits, help_text, extra=True))
+    for key in EXTRA_SCORES:
+        title, digits, help_text = _SCORE_HELP[key]
+        columns.append(Column(title, key, "mean", digits, help_text + STATS_HELP, extra=True))
+    for key in TESTED_SCORES:
+        title = _SCORE_HELP[key][0].split(" [")[0]
+        columns.append(
+            Column(
+                f"p ({title})",
+                key,
+                "p",
+                0,
+                f"How likely a {title} difference this large from the input (LR) is by chance "
+                "across the frames (paired t-test); below 0.05 is usually called significant. "
+                "— with a single frame.",
+                extra=True,
+            )
+        )
+    return columns
+
+
+COLUMNS = _columns()
+DEFINITIONS = (
+    "Scores are computed inside the field of view, frame by frame, against the reference "
+    "image (HR-hat), and summarised as mean ± standard deviation over the frames. SSIM "
+    "compares structure (1 = identical). GCF measures contrast at nine scales (Matkovic "
+    "2005); ΔGCF is the result's GCF minus the input's. Tot_cs = ½·(SSIM + a 0–1 squashing "
+    "of ΔGCF with scale 0.5): the seed papers' combined score. The noise ratio is the "
+    "result's noise level over the input's, estimated without a reference by Immerkær's "
+    f"3×3 mask with its taps {NOISE_SPACING_PX} pixels (just over one fibre) apart; a "
+    f"contrast gain with a noise ratio above {NOISE_RATIO_LIMIT:g} is marked ⚠: likely noise. "
+    "p-values compare each result with the input over the frames (paired t-test). "
+    "docs/metrics.md gives every definition."
+)
 
 
 class SelectionError(ValueError):
@@ -59,7 +195,7 @@ class _Job:
     baseline: str
     n_frames: int
     frame_shape: tuple[int, int]
-    layers: tuple[Image, ...]
+    layers: tuple
     notes: str = ""
     values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     done: np.ndarray = field(init=False)
@@ -97,8 +233,8 @@ class _Job:
         return [int(t) for t in order if not self.done[t]]
 
 
-class MetricsWidget(QWidget):
-    """Dock widget comparing SR layers against an HR-hat layer and an LR layer.
+class MetricsWidget(PclesrDock):
+    """Compare SR layers with a reference (HR-hat) and their input (LR).
 
     Parameters
     ----------
@@ -106,108 +242,200 @@ class MetricsWidget(QWidget):
         The viewer whose image layers are offered.
     """
 
+    title = "SR metrics"
+
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self._job: _Job | None = None
-        self._worker = None
-        self._last_notified = ""
         self._known_layers: set[int] = set()
+        self._watched: list = []
         self.current_table: ComparisonTable | None = None
         self._build_ui()
-        self._refresh_layer_choices()
-        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self.viewer.layers.events.removed.connect(self._on_layers_changed)
-        self.viewer.layers.events.reordered.connect(self._on_layers_changed)
-        self.viewer.dims.events.current_step.connect(self._on_frame_changed)
+        for event in ("inserted", "removed", "reordered"):
+            self.listen(getattr(self.viewer.layers.events, event), self._on_layers_changed)
+        self.listen(self.viewer.dims.events.current_step, self._on_frame_changed)
         for layer in self.viewer.layers:
             self._watch(layer)
+        self._refresh_layer_choices()
         self.request_update()
 
     # --- user interface --------------------------------------------------------------------
 
     def _build_ui(self) -> None:
-        self.sr_list = QListWidget()
+        self.sr_list = tip(
+            QListWidget(),
+            "Tick the results to score, one row each. Results of the Super-resolve dock with "
+            "the input's size are ticked when they appear.",
+        )
         self.sr_list.setSelectionMode(QAbstractItemView.NoSelection)
-        self.sr_list.setToolTip("Tick the SR results to compare; each gets a row.")
-        self.sr_list.setMaximumHeight(120)
-        self.hr_combo = QComboBox()
-        self.hr_combo.setToolTip("The reference HR-hat for SSIM and PSNR.")
-        self.lr_combo = QComboBox()
-        self.lr_combo.setToolTip("The LR input: the baseline row and the ΔGCF reference.")
-        form = QFormLayout()
-        form.addRow("SR layers", self.sr_list)
-        form.addRow("HR-hat", self.hr_combo)
-        form.addRow("LR", self.lr_combo)
+        self.sr_list.setMaximumHeight(4 * self.sr_list.fontMetrics().height() + 8)
+        self.hr_combo = tip(
+            QComboBox(),
+            "The reference the results should match: the true image of a phantom, or HR-hat "
+            "from mosaicking. SSIM and PSNR compare with it.",
+        )
+        self.lr_combo = tip(
+            QComboBox(),
+            "The pCLE image the results were made from: the baseline row, and the reference of "
+            "ΔGCF and of the noise ratio.",
+        )
+        form = Form()
+        form.add(self.sr_list, "Results to score (SR)")
+        form.add(self.hr_combo, "Reference image (HR-hat)")
+        form.add(self.lr_combo, "Input image (LR)")
+        self._forms.append(form)
+        self.add_widget(form)
 
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.table_widget = QTableWidget(0, len(COLUMNS))
-        self.table_widget.setHorizontalHeaderLabels(COLUMNS)
         self.table_widget.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table_widget.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.setToolTip("Save the table (current frame and all-frame statistics).")
+        self.table_widget.verticalHeader().setVisible(False)
+        header = self.table_widget.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        # Method names can be long: that column keeps a fixed width and elides (the full
+        # name is in the cell's tooltip), so the key scores stay in view in a narrow dock.
+        header.setSectionResizeMode(0, QHeaderView.Interactive)
+        self.table_widget.setColumnWidth(0, METHOD_COLUMN_WIDTH)
+        self.table_widget.setTextElideMode(Qt.ElideRight)
+        for index, column in enumerate(COLUMNS):
+            item = QTableWidgetItem(column.title)
+            item.setToolTip(column.tooltip)
+            self.table_widget.setHorizontalHeaderItem(index, item)
+        self.table_widget.setToolTip("Scores of each result; hover a column title for its meaning.")
+        self._fit_table_height()
+        self.more_columns = tip(
+            QCheckBox("More columns"),
+            "Also show the current frame's values, PSNR, GCF, ΔGCF against the reference, the "
+            "noise level and the p-values.",
+        )
+        self.more_columns.toggled.connect(self._show_columns)
+        self._show_columns(False)
+
+        self.chart_score = tip(
+            QComboBox(), "The score the bar chart shows, with its spread over the frames."
+        )
+        for key in KEY_SCORES:
+            self.chart_score.addItem(_SCORE_HELP[key][0], key)
+        self.chart_score.currentIndexChanged.connect(lambda _index: self._draw_chart())
+        self.chart = BarChart()
+        self.chart.setToolTip(
+            "Mean of the chosen score per method; the whiskers span ± one standard deviation "
+            "over the frames. Grey: the input (LR); orange: worse than the input."
+        )
+        options = QWidget()
+        row = QHBoxLayout(options)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.more_columns)
+        row.addStretch(1)
+        row.addWidget(QLabel("Chart:"))
+        row.addWidget(self.chart_score)
+        fit_narrow(self.chart_score)
+        # Table and chart share the height; the user can move the boundary.
+        splitter = QSplitter(Qt.Vertical)
+        splitter.addWidget(self.table_widget)
+        splitter.addWidget(self.chart)
+        splitter.setChildrenCollapsible(False)
+        splitter.setStretchFactor(0, 1)
+        splitter.setStretchFactor(1, 1)
+        self.add_widget(options)
+        self.add_widget(splitter, stretch=1)
+
+        self.definitions = QLabel(DEFINITIONS)
+        self.definitions.setWordWrap(True)
+        self.add_advanced([self.definitions], title="How these are computed")
+
+        self.export_button = tip(
+            QPushButton("Export CSV…"),
+            "Save the table (current frame and all-frame statistics, with the definitions).",
+        )
         self.export_button.clicked.connect(self._choose_csv_path)
         self.export_button.setEnabled(False)
-        buttons = QHBoxLayout()
-        buttons.addStretch()
-        buttons.addWidget(self.export_button)
-
-        self.definitions = QLabel()
-        self.definitions.setWordWrap(True)
-        self.definitions.setStyleSheet("font-size: small;")
-
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.status)
-        layout.addWidget(self.table_widget)
-        layout.addLayout(buttons)
-        layout.addWidget(self.definitions)
+        self.add_actions(self.export_button)
 
         self.sr_list.itemChanged.connect(self.request_update)
         self.hr_combo.currentIndexChanged.connect(self.request_update)
         self.lr_combo.currentIndexChanged.connect(self.request_update)
 
+    def showEvent(self, event) -> None:
+        self._fit_table_height()  # napari's theme, applied once docked, sets the row heights
+        super().showEvent(event)
+
+    def _fit_table_height(self) -> None:
+        table = self.table_widget
+        table.setMinimumHeight(
+            table.horizontalHeader().sizeHint().height()
+            + TABLE_ROWS_SHOWN * table.verticalHeader().defaultSectionSize()
+            + table.horizontalScrollBar().sizeHint().height()
+            + 2 * table.frameWidth()
+        )
+
+    def _show_columns(self, more: bool) -> None:
+        for index, column in enumerate(COLUMNS):
+            self.table_widget.setColumnHidden(index, column.extra and not more)
+
+    def _image_layers(self) -> list:
+        from napari.layers import Image
+
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+
     def _refresh_layer_choices(self) -> None:
         """List the image layers, keeping the user's choices (by layer, so renaming is fine).
 
-        A layer seen for the first time is ticked as SR when its name contains "sr"; an empty
-        HR-hat or LR choice takes the first layer whose name contains "hr" or "lr".
+        Defaults, for layers seen for the first time: the most recent input (LR) layer, the
+        most recent reference (HR) layer of the input's shape, and ticked results: SR layers
+        of the input's shape.
         """
-        layers = [layer for layer in self.viewer.layers if isinstance(layer, Image)]
+        layers = self._image_layers()
+        new = {id(layer) for layer in layers} - self._known_layers
         ticked = {id(layer) for layer in self._chosen_sr_layers()}
         widgets = (self.sr_list, self.hr_combo, self.lr_combo)
         for widget in widgets:
             widget.blockSignals(True)
         try:
+            lr = self._pick(self.lr_combo, layers, new, lambda layer: layer_role(layer) == "lr")
+            shape = None if lr is None else tuple(lr.data.shape)
+
+            def fits(role):
+                return lambda layer: (
+                    layer_role(layer) == role
+                    and (shape is None or tuple(layer.data.shape) == shape)
+                )
+
+            self._pick(self.hr_combo, layers, new, fits("hr"))
+            sr_default = fits("sr")
             self.sr_list.clear()
             for layer in layers:
                 item = QListWidgetItem(layer.name)
                 item.setData(Qt.UserRole, id(layer))
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                new = id(layer) not in self._known_layers
-                wanted = id(layer) in ticked or (new and _looks_like(layer.name, "sr"))
+                wanted = id(layer) in ticked or (
+                    id(layer) in new and shape is not None and sr_default(layer)
+                )
                 item.setCheckState(Qt.Checked if wanted else Qt.Unchecked)
                 self.sr_list.addItem(item)
-            for combo, hint in ((self.hr_combo, "hr"), (self.lr_combo, "lr")):
-                current = combo.currentData()
-                combo.clear()
-                combo.addItem(NO_LAYER, None)
-                for layer in layers:
-                    combo.addItem(layer.name, id(layer))
-                index = combo.findData(current) if current is not None else -1
-                if index < 0:
-                    guess = next((lay for lay in layers if _looks_like(lay.name, hint)), None)
-                    index = 0 if guess is None else combo.findData(id(guess))
-                combo.setCurrentIndex(index)
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
         self._known_layers = {id(layer) for layer in layers}
 
-    def _chosen_sr_layers(self) -> list[Image]:
+    @staticmethod
+    def _pick(combo: QComboBox, layers, new, suits):
+        """Refill a layer combo box; select the newest suitable layer if it is new or nothing
+        suitable is selected. Returns the selected layer."""
+        current = combo.currentData()
+        combo.clear()
+        combo.addItem(NO_LAYER, None)
+        for layer in layers:
+            combo.addItem(layer.name, id(layer))
+        index = combo.findData(current) if current is not None else -1
+        candidates = [layer for layer in layers if suits(layer)]
+        fresh = [layer for layer in candidates if id(layer) in new]
+        if fresh or index < 0:
+            guess = (fresh or candidates or [None])[-1]
+            index = 0 if guess is None else combo.findData(id(guess))
+        combo.setCurrentIndex(index)
+        return next((layer for layer in layers if id(layer) == combo.currentData()), None)
+
+    def _chosen_sr_layers(self) -> list:
         by_id = {id(layer): layer for layer in self.viewer.layers}
         items = (self.sr_list.item(row) for row in range(self.sr_list.count()))
         chosen = (item.data(Qt.UserRole) for item in items if item.checkState() == Qt.Checked)
@@ -217,7 +445,7 @@ class MetricsWidget(QWidget):
         """Names of the ticked SR layers, in list order."""
         return [layer.name for layer in self._chosen_sr_layers()]
 
-    def _chosen_layer(self, combo: QComboBox) -> Image | None:
+    def _chosen_layer(self, combo: QComboBox):
         key = combo.currentData()
         return next((layer for layer in self.viewer.layers if id(layer) == key), None)
 
@@ -239,18 +467,19 @@ class MetricsWidget(QWidget):
     # --- events ----------------------------------------------------------------------------
 
     def _watch(self, layer) -> None:
+        from napari.layers import Image
+
         if isinstance(layer, Image):
-            layer.events.data.connect(self._on_layer_data)
-            layer.events.name.connect(self._on_layers_changed)
+            self.listen(layer.events.data, self._on_layer_data)
+            self.listen(layer.events.name, self._on_layers_changed)
 
     def _on_layers_changed(self, event=None) -> None:
-        if event is not None and getattr(event, "type", "") == "inserted":
+        kind = getattr(event, "type", "")
+        if kind == "inserted":
             self._watch(event.value)
-        if event is not None and getattr(event, "type", "") == "removed":
-            layer = event.value
-            if isinstance(layer, Image):
-                layer.events.data.disconnect(self._on_layer_data)
-                layer.events.name.disconnect(self._on_layers_changed)
+        elif kind == "removed":
+            self.forget(event.value.events.data, self._on_layer_data)
+            self.forget(event.value.events.name, self._on_layers_changed)
         self._refresh_layer_choices()
         self.request_update()
 
@@ -265,30 +494,32 @@ class MetricsWidget(QWidget):
         if job is None:
             return
         frame = self.current_frame()
-        if not job.done[frame] and self._worker is not None:
-            self._start_worker(job, frame)  # the user wants this frame now
+        if not job.done[frame] and self.worker is not None:
+            self._start_scoring(job, frame)  # the user wants this frame now
         self._show(job)
 
     # --- computation -----------------------------------------------------------------------
 
     def request_update(self, *_) -> None:
         """Check the choice of layers and (re)start the computation when it changed."""
+        if self.closed:
+            return
         try:
             spec = self._selection()
         except SelectionError as exc:
             self._cancel()
             self._job = None
             self._show(None)
-            self._report(str(exc), "warning")
+            self.report(str(exc), getattr(exc, "level", "warning"))
             return
         job = self._job
         if job is None or not _same_job(job, spec):
             self._cancel()
             job = self._job = _Job(**spec)
             if job.notes:
-                self._notify(job.notes.strip(), "warning")
-        if self._worker is None and not job.done.all():
-            self._start_worker(job, self.current_frame())
+                self.notify(job.notes.strip(), "warning")
+        if self.worker is None and not job.done.all():
+            self._start_scoring(job, self.current_frame())
         self._show(job)
 
     def _selection(self) -> dict:
@@ -298,14 +529,16 @@ class MetricsWidget(QWidget):
         missing = [
             what
             for what, ok in (
-                ("tick at least one SR layer", sr_layers),
-                ("choose the HR-hat layer", hr_layer is not None),
-                ("choose the LR layer", lr_layer is not None),
+                ("tick at least one result (SR)", sr_layers),
+                ("choose the reference image (HR-hat)", hr_layer is not None),
+                ("choose the input image (LR)", lr_layer is not None),
             )
             if not ok
         ]
         if missing:
-            raise SelectionError("To compute the metrics, " + ", ".join(missing) + ".")
+            error = SelectionError("To compute the scores, " + ", ".join(missing) + ".")
+            error.level = "info"  # nothing is wrong yet: the user has not chosen
+            raise error
         chosen = (*sr_layers, hr_layer, lr_layer)
         for layer in chosen:
             _check_layer(layer)
@@ -313,13 +546,15 @@ class MetricsWidget(QWidget):
         if len(set(shapes.values())) > 1:
             listing = "; ".join(f"{name}: {shape}" for name, shape in shapes.items())
             raise SelectionError(
-                f"Shape mismatch ({listing}): SR, HR-hat and LR must have the same shape."
+                f"The chosen layers differ in size ({listing}): results, reference and input "
+                "must have the same shape."
             )
         shape = shapes[lr_layer.name]
         frame_shape = shape[-2:]
         mask, ignored = _fov_mask(chosen, frame_shape)
         notes = (
-            f" Ignored the fov_mask of {', '.join(ignored)}: not a {frame_shape} boolean array."
+            f" Ignored the field-of-view mask of {', '.join(ignored)}: not a {frame_shape} "
+            "boolean array."
             if ignored
             else ""
         )
@@ -329,7 +564,7 @@ class MetricsWidget(QWidget):
             "hr_data": hr_layer.data,
             "lr_data": lr_layer.data,
             "mask": mask,
-            "baseline": f"{lr_layer.name} (LR)",
+            "baseline": BASELINE_PREFIX + lr_layer.name,
             "n_frames": shape[0] if len(shape) == 3 else 1,
             "frame_shape": frame_shape,
             "layers": chosen,
@@ -344,23 +579,25 @@ class MetricsWidget(QWidget):
         position = lr_layer.world_to_data(self.viewer.dims.point)
         return int(np.clip(round(float(position[0])), 0, job.n_frames - 1))
 
-    def _start_worker(self, job: _Job, first_frame: int) -> None:
+    def _start_scoring(self, job: _Job, first_frame: int) -> None:
         self._cancel()
         order = job.frames_to_compute(first_frame)
         if not order:
             return
         frames_per_chunk = max(1, CHUNK_PIXELS // int(np.prod(job.frame_shape)))
-        worker = _score_frames(job, order, frames_per_chunk)
-        worker.yielded.connect(lambda result, job=job: self._on_scored(job, *result))
-        worker.errored.connect(lambda exc, job=job: self._on_failed(job, exc))
-        worker.finished.connect(lambda worker=worker: self._on_worker_finished(worker))
-        self._worker = worker
-        worker.start()
+        self.start_worker(
+            _score_frames,
+            job,
+            order,
+            frames_per_chunk,
+            yielded=lambda result, job=job: self._on_scored(job, *result),
+            errored=lambda exc, job=job: self._on_failed(job, exc),
+        )
 
     def _cancel(self) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-            self._worker = None
+        if self.worker is not None:
+            self.worker.quit()
+            self.worker = None
 
     def _on_scored(self, job: _Job, frames: np.ndarray, results: dict) -> None:
         if job is not self._job:
@@ -370,11 +607,7 @@ class MetricsWidget(QWidget):
 
     def _on_failed(self, job: _Job, exc: Exception) -> None:
         if job is self._job:
-            self._report(f"Computation failed: {exc}", "error")
-
-    def _on_worker_finished(self, worker) -> None:
-        if worker is self._worker:
-            self._worker = None
+            self.report(f"The computation failed: {exc}", "error")
 
     def is_busy(self) -> bool:
         """Whether frames of the current choice are still being scored."""
@@ -388,38 +621,85 @@ class MetricsWidget(QWidget):
         self.export_button.setEnabled(table is not None and not self.is_busy())
         if table is None:
             self.table_widget.setRowCount(0)
-            self.definitions.setText("")
+            self._draw_chart()
             return
         frame = self.current_frame()
+        baseline = table[table.baseline]
         self.table_widget.setRowCount(len(table.rows))
+        worse = []
         for row_index, row in enumerate(table.rows):
             now = job.frame_scores(row.name, frame)
-            cells = [row.name]
-            for score in SCORES:
-                cells.append(_number(now.values(score.key)[0], score.digits))
-                cells.append(format_mean_std(row.mean[score.key], row.std[score.key], score.digits))
-            cells.append(format_p_value(row.p_value["tot_cs"]))
-            for column, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter if column else Qt.AlignLeft)
-                self.table_widget.setItem(row_index, column, item)
+            is_worse = _worse(row, baseline)
+            notes = []
+            if is_worse:
+                worse.append(row.name)
+                notes.append(
+                    f"Scores below its input: SSIM {row.mean['ssim']:.3f} against "
+                    f"{baseline.mean['ssim']:.3f} for the LR. This result is worse than no "
+                    "processing."
+                )
+            if row.noisy_contrast:
+                notes.append(
+                    f"Its contrast gain (ΔGCF {row.mean['delta_gcf_lr']:+.3f}) comes with "
+                    f"{row.mean['noise_ratio']:.1f}× the input's noise: likely amplified "
+                    "noise, not detail."
+                )
+            for column_index, column in enumerate(COLUMNS):
+                item = QTableWidgetItem(_cell_text(column, row, now, is_worse))
+                item.setTextAlignment(
+                    Qt.AlignLeft | Qt.AlignVCenter
+                    if column.kind == "name"
+                    else Qt.AlignRight | Qt.AlignVCenter
+                )
+                if notes or column.kind == "name":
+                    item.setToolTip(
+                        "\n".join([row.name, *notes]) if column.kind == "name" else "\n".join(notes)
+                    )
+                if is_worse:
+                    item.setForeground(QBrush(QColor(WORSE_COLOUR)))
+                self.table_widget.setItem(row_index, column_index, item)
+        self._draw_chart()
         done = int(job.done.sum())
         progress = "" if done == job.n_frames else f"; computing: {done}/{job.n_frames} frames"
-        mask_note = "inside the fov_mask" if job.mask is not None else "whole frame"
-        self._set_status(
-            f"Frame {frame} of {job.n_frames}; statistics over {done} frame(s), {mask_note}"
-            f"{progress}.{job.notes}",
-            "warning" if job.notes else "info",
+        where = "inside the field of view" if job.mask is not None else "over whole frames"
+        message = (
+            f"Frame {frame} of {job.n_frames}; statistics over {done} frame(s), {where}"
+            f"{progress}.{job.notes}"
         )
-        self.definitions.setText(table.footer)
+        level = "warning" if job.notes else "info"
+        if worse and done == job.n_frames:
+            names = ", ".join(f"'{name}'" for name in worse)
+            self.report(
+                f"{names} score(s) below the input (LR): worse than no processing.", "warning"
+            )
+            return
+        self.status.set_message(message, level)
+
+    def _draw_chart(self) -> None:
+        table = self.current_table
+        key = self.chart_score.currentData()
+        if table is None or key is None:
+            self.chart.set_bars([])
+            return
+        title, digits, _ = _SCORE_HELP[key]
+        bars = []
+        for row in table.rows:
+            if row.name == table.baseline:
+                colour = LR_COLOUR
+            elif _worse(row, table[table.baseline]):
+                colour = WORSE_COLOUR
+            else:
+                colour = PALETTE[0]
+            bars.append(Bar(row.name, row.mean[key], row.std[key], colour))
+        self.chart.set_bars(bars, y_label=title, digits=digits)
 
     def export_csv(self, path) -> None:
         """Write the table (current-frame values, mean, std and p-values) to ``path`` as CSV."""
         if self.current_table is None or self.is_busy():
             raise ValueError("No complete table to export yet; wait until all frames are scored.")
         self.current_table.to_csv(path, frame=self.current_frame())
-        self._set_status(f"Saved the table to {path}.", "info")
-        self._notify(f"Saved the table to {path}.", "info")
+        self.report(f"Saved the table to {path}.")
+        self.notify(f"Saved the table to {path}.")
 
     def _choose_csv_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
@@ -428,33 +708,27 @@ class MetricsWidget(QWidget):
         try:
             self.export_csv(path)
         except (ValueError, OSError) as exc:
-            self._report(f"Export failed: {exc}", "error")
-
-    def _report(self, message: str, level: str) -> None:
-        """Show a message in the status line and, unless it is plain info, as a notification."""
-        self._set_status(message, level)
-        if level != "info":
-            self._notify(message, level)
-
-    def _set_status(self, message: str, level: str) -> None:
-        colour = {"info": "", "warning": "color: orange;", "error": "color: red;"}[level]
-        self.status.setStyleSheet(colour)
-        self.status.setText(message)
-
-    def _notify(self, message: str, level: str) -> None:
-        """A napari notification, once per distinct message (the status line keeps it)."""
-        if message == self._last_notified:
-            return
-        self._last_notified = message
-        notify = {"info": show_info, "warning": show_warning, "error": show_error}[level]
-        notify(f"SR metrics: {message}")
-
-    def closeEvent(self, event) -> None:
-        self._cancel()
-        super().closeEvent(event)
+            self.report(f"Export failed: {exc}", "error")
 
 
-@thread_worker
+def _worse(row, baseline) -> bool:
+    """Whether a result's mean SSIM is below its input's by more than :data:`WORSE_MARGIN`."""
+    return row.name != baseline.name and row.mean["ssim"] < baseline.mean["ssim"] - WORSE_MARGIN
+
+
+def _cell_text(column: Column, row, now: FrameScores, is_worse: bool) -> str:
+    if column.kind == "name":
+        marked = is_worse or row.noisy_contrast
+        return (WARNING_MARK if marked else "") + row.name
+    if column.kind == "p":
+        return format_p_value(row.p_value[column.key])
+    if column.kind == "frame":
+        value = now.values(column.key)[0]
+        return "…" if np.isnan(value) else f"{value:.{column.digits}f}"
+    text = format_mean_std(row.mean[column.key], row.std[column.key], column.digits)
+    return f"{text} ⚠" if column.key == "noise_ratio" and row.noisy_contrast else text
+
+
 def _score_frames(job: _Job, order: list[int], frames_per_chunk: int):
     """Score ``order``'s frames, the first alone (shown at once), then in chunks."""
     chunks = [order[:1]] + [
@@ -482,17 +756,17 @@ def _frames_of(data, frames: np.ndarray) -> np.ndarray:
     return np.asarray(data[frames])
 
 
-def _check_layer(layer: Image) -> None:
+def _check_layer(layer) -> None:
     name = layer.name
     if layer.rgb:
         raise SelectionError(
-            f"Layer {name!r} is RGB; the metrics need grey images. Convert it to grey first "
+            f"Layer {name!r} is RGB; the scores need grey images. Convert it to grey first "
             "(e.g. skimage.color.rgb2gray)."
         )
     dtype = np.dtype(layer.data.dtype)
     if dtype.kind in "iu" and dtype != np.uint8:
         raise SelectionError(
-            f"Layer {name!r} holds {dtype} values; the metrics need intensities in [0, 1] "
+            f"Layer {name!r} holds {dtype} values; the scores need intensities in [0, 1] "
             "(float, or uint8 which is divided by 255). Rescale it first."
         )
     if layer.multiscale:
@@ -526,11 +800,3 @@ def _same_job(job: _Job, spec: dict) -> bool:
     )
     same_names = list(job.sr_data) == list(spec["sr_data"]) and job.baseline == spec["baseline"]
     return same_layers and same_names
-
-
-def _looks_like(name: str, hint: str) -> bool:
-    return hint in name.lower()
-
-
-def _number(value: float, digits: int) -> str:
-    return "…" if np.isnan(value) else f"{value:.{digits}f}"

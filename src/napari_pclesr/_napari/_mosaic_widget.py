@@ -2,8 +2,8 @@
 
 Everything heavy runs in a worker thread (:func:`napari_pclesr.registration.iter_mosaic`); the
 GUI thread only draws progress and adds the results: a mosaic layer, a lazily computed HR-hat
-stack layer aligned with the input, and a per-frame quality plot (matplotlib) in the dock, with
-rejected frames marked and a click on a frame's point moving the viewer to that frame.
+stack layer aligned with the input, and a per-frame quality plot in the dock, with rejected
+frames marked and a click on a frame's point moving the viewer to that frame.
 """
 
 from __future__ import annotations
@@ -13,20 +13,27 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from magicgui.widgets import ComboBox, FloatSpinBox, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets import ComboBox, FloatSpinBox, ProgressBar, PushButton
 
 from napari_pclesr._napari._docks import (
     FOV_MASK_KEY,
-    WorkerDock,
-    device_choices,
+    ROLE_KEY,
+    PclesrDock,
+    add_or_update_image,
     image_frames,
+    image_layer_choices,
     layer_fov_mask,
-    report,
+    pick_default,
+    set_choices,
+    tip,
 )
+from napari_pclesr._napari._plots import LinePlot
 
 LAYOUT_KEY = "fibre_layout"
 #: Stage names shown in the status line.
 STAGES = {"register": "Registering", "affine": "Refining (affine)", "mosaic": "Fusing"}
+KEPT_COLOUR = "#4e9ae8"
+REJECTED_COLOUR = "#f0605a"
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,13 @@ class MosaicFinished:
     true_offsets: np.ndarray | None = None
 
 
-class MosaicWidget(WorkerDock):
+def _load_devices() -> list:
+    from napari_pclesr._napari._docks import device_choices
+
+    return device_choices()
+
+
+class MosaicWidget(PclesrDock):
     """Build a mosaic and HR-hat (pseudo ground truth) from a sequence layer.
 
     Pick a (T, H, W) image layer, the motion model, the fusion method (``fibre`` needs a layer
@@ -50,36 +63,75 @@ class MosaicWidget(WorkerDock):
     normalised cross-correlation, rejected frames as red crosses; click a point to go there.
     """
 
+    title = "Mosaic / HR-hat"
+    stopping_message = "Stopping at the next batch of frames; nothing is added…"
+
     def __init__(self, napari_viewer):
-        self.viewer = napari_viewer
-        self._image = create_widget(annotation="napari.layers.Image", label="sequence")
-        self._model = ComboBox(label="motion model", choices=["translation", "affine"])
-        self._method = ComboBox(label="fusion", choices=["mosaic", "fibre"])
-        self._min_ncc = FloatSpinBox(label="min NCC", min=-1.0, max=1.0, step=0.05, value=0.7)
-        self._device = ComboBox(label="device", choices=device_choices())
-        self._run = PushButton(text="Run")
-        self._stop = PushButton(text="Stop", enabled=False)
-        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status = Label(value="")
-        super().__init__(
-            widgets=[
-                self._image,
-                self._model,
-                self._method,
-                self._min_ncc,
-                self._device,
-                self._run,
-                self._stop,
-                self._progress,
-                self._status,
-            ]
+        super().__init__(napari_viewer)
+        self._image = tip(
+            ComboBox(label="Recording (sequence of frames)", choices=self._image_choices),
+            "A pCLE recording or simulated sequence (T frames, at least 2) over which the "
+            "probe moves. The most recent LR-like layer is picked when it appears.",
         )
-        self.plot = QualityPlot(self._go_to_frame)
-        self.native.layout().addWidget(self.plot.canvas)
+        self._model = tip(
+            ComboBox(
+                label="Motion model",
+                choices=[("Shifts only (translation)", "translation"), ("Affine", "affine")],
+            ),
+            "How frames move relative to each other: shifts only (fast, usual for pCLE), or "
+            "affine (each frame refined against the mosaic for rotation and stretch; slower).",
+        )
+        self._method = tip(
+            ComboBox(
+                label="Fusion",
+                choices=[("Average of frames (mosaic)", "mosaic"), ("Fibre samples", "fibre")],
+            ),
+            "How aligned frames are combined: an average of the resampled frames, or a pool of "
+            "the fibres' raw samples (needs a layer carrying its fibre layout, as simulated "
+            "layers do).",
+        )
+        self._min_ncc = tip(
+            FloatSpinBox(label="Minimum match (NCC)", min=-1.0, max=1.0, step=0.05, value=0.7),
+            "Frames whose best normalised cross-correlation with a neighbour is below this "
+            "are rejected (dashed line on the plot). 0.5–0.9; 0.7 by default.",
+        )
+        self._device = tip(
+            ComboBox(label="Device", choices=[("auto", "auto")], value="auto"),
+            "Where the Fourier transforms run: auto picks a GPU when there is one.",
+        )
+        self._run = tip(PushButton(text="Run"), "Register the recording and build HR-hat.")
+        self._stop = tip(
+            PushButton(text="Stop", enabled=False),
+            "Stop at the next batch of frames; no layer is added.",
+        )
+        self._progress = tip(
+            ProgressBar(label="Progress", min=0, max=1, value=0), "Frames processed so far."
+        )
+        self.plot = LinePlot(x_label="frame", y_label="best match (NCC)")
+        self.plot.add_series("kept", "kept", KEPT_COLOUR, marker="dot", joined=False)
+        self.plot.add_series("rejected", "rejected", REJECTED_COLOUR, marker="cross", joined=False)
+        self.plot.empty_text = "Each frame's match quality appears here after a run."
+        self.plot.setToolTip(
+            "Each frame's best match with another frame (normalised cross-correlation, 1 is "
+            "perfect). Red crosses: rejected frames; dashed: the minimum match. Click a point "
+            "to show that frame."
+        )
+        self.plot.setMinimumHeight(140)
+        self.plot.on_click = self._go_to_frame
+        self.add_rows([self._image, self._model, self._method])
+        self.add_advanced([self._min_ncc, self._device])
+        self.add_widget(self.plot, stretch=1)
+        self.add_actions(self._run, self._stop)
+        self.add_footer(self._progress)
+        self.report("Pick a recording, then press Run.")
         self.registration = None
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
-        self.viewer.dims.events.current_step.connect(self._on_step)
+        for event in ("inserted", "removed", "reordered"):
+            self.listen(getattr(self.viewer.layers.events, event), self.refresh_choices)
+        self.listen(self.viewer.dims.events.current_step, self._on_step)
+        self.refresh_choices()
+        self.load_in_background(_load_devices, self._fill_devices, controls=(self._device,))
 
     # -- public API (also used by tests and scripts) --------------------------------------------
 
@@ -90,25 +142,29 @@ class MosaicWidget(WorkerDock):
         try:
             job = self._prepare()
         except ValueError as exc:
-            report(self._status, str(exc), error=True)
+            self.report(str(exc), "error")
             return None
-        self.worker = self._start_worker(job)
-        return self.worker
+        total = len(job["frames"])
+        return self.start_job(
+            _run_pipeline, job, total, f"Registering {job['name']} ({total} frames)…"
+        )
 
-    def stop(self):
-        """Stop at the next batch of frames; nothing is added."""
-        if self.worker is not None:
-            self.worker.quit()
-            self._status.value = "Stopping…"
-
-    def _abandon(self) -> None:
-        self.worker.quit()
+    def refresh_choices(self, *_event) -> None:
+        super().refresh_choices()
+        pick_default(self._image, self.viewer, ("lr", "raw"))
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _image_choices(self, _widget=None):
+        return image_layer_choices(self.viewer)
+
+    def _fill_devices(self, devices: list) -> None:
+        set_choices(self._device, devices)
+        self._device.value = "auto"
+
     def _prepare(self) -> dict:
         layer = self._image.value
-        frames = image_frames(layer, "sequence")
+        frames = image_frames(layer, "recording")
         if len(frames.shape) != 3 or frames.shape[0] < 2:
             raise ValueError(
                 f"Layer '{layer.name}' is a single frame; a mosaic needs a sequence (T, H, W) "
@@ -119,8 +175,8 @@ class MosaicWidget(WorkerDock):
             layout = layer.metadata.get(LAYOUT_KEY)
             if layout is None:
                 raise ValueError(
-                    f"Fibre-level fusion needs the fibre layout of '{layer.name}' "
-                    "(metadata['fibre_layout'], as simulated layers have); use 'mosaic'."
+                    f"Fibre-sample fusion needs the fibre layout of '{layer.name}' "
+                    "(metadata['fibre_layout'], as simulated layers have); use the average."
                 )
         offsets = layer.metadata.get("true_offsets")
         return {
@@ -137,54 +193,40 @@ class MosaicWidget(WorkerDock):
             "true_offsets": None if offsets is None else np.asarray(offsets, dtype=float),
         }
 
-    def _start_worker(self, job: dict):
-        from napari.qt.threading import thread_worker
-
-        worker = thread_worker(_run_pipeline, ignore_errors=True)(job)
-        self._connect(worker.yielded, self._on_progress)
-        self._connect(worker.returned, self._on_result)
-        self._connect(worker.errored, self._on_error)
-        self._connect(worker.aborted, self._on_aborted)
-        worker.finished.connect(self._on_finished)
-        self._run.enabled, self._stop.enabled = False, True
-        self._progress.max, self._progress.value = len(job["frames"]), 0
-        self._status.value = f"Registering {job['name']} ({len(job['frames'])} frames)…"
-        worker.start()
-        return worker
-
     def _on_progress(self, event) -> None:
         self._progress.max = max(event.total, 1)
         self._progress.value = event.done
         stage = STAGES.get(event.stage, event.stage)
-        self._status.value = f"{stage}: {event.done}/{event.total} frames…"
+        self.report(f"{stage}: {event.done}/{event.total} frames…")
 
     def _on_result(self, finished: MosaicFinished) -> None:
         result = finished.result
         registration = result.registration
         self.registration = registration
-        self.plot.show(registration)
+        self._plot_quality(registration)
         summary = registration.summary()
         name = finished.source_name
         mask = registration.fov_mask
         if result.mosaics:
             largest = registration.largest_segment()
             mosaic = next(m for m in result.mosaics if m.segment == largest)
-            covered = mosaic.image[mosaic.weight > 0.5]
-            limits = _limits(covered)
+            limits = _limits(mosaic.image[mosaic.weight > 0.5])
             # Mosaic pixel p is point p + origin of the segment's first frame: translated so,
             # the mosaic lies under that frame in the viewer.
-            self._add_or_update(
+            add_or_update_image(
+                self.viewer,
                 f"{name} mosaic",
                 mosaic.image,
-                {"origin": mosaic.origin, "segment": largest, "weight": mosaic.weight},
-                limits,
+                metadata={"origin": mosaic.origin, "segment": largest, "weight": mosaic.weight},
+                contrast_limits=limits,
                 translate=tuple(float(v) for v in mosaic.origin),
             )
-            self._add_or_update(
+            add_or_update_image(
+                self.viewer,
                 f"{name} HR-hat",
                 result.hr_hat,
-                {FOV_MASK_KEY: mask, "registration": registration},
-                limits,
+                metadata={FOV_MASK_KEY: mask, ROLE_KEY: "hr", "registration": registration},
+                contrast_limits=limits,
             )
         message = (
             f"Done in {finished.elapsed_s:.1f} s: {summary['kept']}/{summary['frames']} frames "
@@ -195,103 +237,43 @@ class MosaicWidget(WorkerDock):
         if accuracy is not None:
             message += f"; offsets vs truth RMS {accuracy:.3f} px"
         for text in finished.messages:
-            report(self._status, text, error=True)
-        self._status.value = message + (f". {finished.messages[0]}" if finished.messages else ".")
+            self.notify(text, "warning")
+        message += f". {finished.messages[0]}" if finished.messages else "."
+        self.report(message, "warning" if finished.messages else "info")
         if not result.mosaics:
-            report(self._status, "Every frame was rejected; see the plot for why.", error=True)
+            self.report("Every frame was rejected; see the plot for why.", "error")
 
-    def _add_or_update(self, name, data, metadata, limits, translate=None) -> None:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.metadata.update(metadata)
-            layer.contrast_limits = limits
-            if translate is not None:
-                layer.translate = translate
-        else:
-            options = {} if translate is None else {"translate": translate}
-            self.viewer.add_image(
-                data, name=name, metadata=metadata, contrast_limits=limits, **options
-            )
-
-    def _on_error(self, exc: Exception) -> None:
-        report(self._status, f"Mosaic failed: {exc}", error=True)
-
-    def _on_aborted(self) -> None:
-        self._status.value = "Stopped; no layer added."
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        if self.closed:
-            return
-        self._run.enabled, self._stop.enabled = True, False
-
-    def _go_to_frame(self, index: int) -> None:
-        layer = self._image.value
-        if layer is None:
-            return
-        axis = self.viewer.dims.ndim - 3  # the time axis of a (T, H, W) layer, in world order
-        step = list(self.viewer.dims.current_step)
-        step[axis] = int(index)
-        self.viewer.dims.current_step = tuple(step)
-
-    def _on_step(self, _event=None) -> None:
-        if self.closed or self.registration is None:
-            return
-        axis = self.viewer.dims.ndim - 3
-        if axis >= 0:
-            self.plot.mark(self.viewer.dims.current_step[axis])
-
-
-class QualityPlot:
-    """Per-frame NCC with rejected frames marked; a click on a point calls ``on_pick(frame)``."""
-
-    def __init__(self, on_pick):
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(4, 2.2), layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(180)
-        self.axes = self.figure.add_subplot()
-        self.axes.set_xlabel("frame")
-        self.axes.set_ylabel("best NCC")
-        self.kept = self.rejected = self.cursor = None
-        self._on_pick = on_pick
-        self.canvas.mpl_connect("pick_event", self._picked)
-
-    def show(self, registration) -> None:
-        axes = self.axes
-        axes.clear()
+    def _plot_quality(self, registration) -> None:
         frames = np.arange(registration.n_frames)
         ncc = np.nan_to_num(registration.quality.ncc, nan=0.0)
         rejected = registration.rejected
-        axes.plot(frames, ncc, color="0.7", linewidth=0.8, zorder=1)
-        self.kept = axes.scatter(frames[~rejected], ncc[~rejected], s=12, picker=5, zorder=2)
-        self.rejected = axes.scatter(
-            frames[rejected], ncc[rejected], s=30, marker="x", color="red", picker=5, zorder=3
-        )
+        self.plot.set_points("kept", frames[~rejected], ncc[~rejected])
+        self.plot.set_points("rejected", frames[rejected], ncc[rejected])
         threshold = registration.parameters.get("min_ncc")
-        if threshold is not None:
-            axes.axhline(threshold, color="red", linewidth=0.6, linestyle="--")
-        self.cursor = axes.axvline(0, color="0.3", linewidth=0.6)
-        axes.set_xlabel("frame")
-        axes.set_ylabel("best NCC")
-        axes.set_title(
-            f"{int((~rejected).sum())} kept, {int(rejected.sum())} rejected (x)", fontsize=9
-        )
-        self.canvas.draw_idle()
+        self.plot.h_lines = [] if threshold is None else [(float(threshold), REJECTED_COLOUR)]
+        self._on_step()
 
-    def mark(self, frame: int) -> None:
-        if self.cursor is not None:
-            self.cursor.set_xdata([frame, frame])
-            self.canvas.draw_idle()
+    def _on_error(self, exc: Exception) -> None:
+        self.report(f"Mosaic failed: {exc}", "error")
 
-    def _picked(self, event) -> None:
-        if event.artist not in (self.kept, self.rejected) or not len(event.ind):
+    def _on_aborted(self) -> None:
+        self.report("Stopped; no layer added.")
+
+    def _on_finished(self) -> None:
+        self._run.enabled, self._stop.enabled = True, False
+
+    def _go_to_frame(self, index: float) -> None:
+        axis = self.viewer.dims.ndim - 3  # the time axis of a (T, H, W) layer, in world order
+        if axis < 0:
             return
-        frame = event.artist.get_offsets()[event.ind[0]][0]
-        self._on_pick(int(np.rint(frame)))
+        step = list(self.viewer.dims.current_step)
+        step[axis] = round(index)
+        self.viewer.dims.current_step = tuple(step)
+
+    def _on_step(self, _event=None) -> None:
+        axis = self.viewer.dims.ndim - 3
+        if self.registration is not None and axis >= 0:
+            self.plot.set_cursor(self.viewer.dims.current_step[axis])
 
 
 def _run_pipeline(job: dict):

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=None, help="test frame side (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="seed of phantoms, layout and noise")
     parser.add_argument(
-        "--iterations", type=int, default=None, help="fine-tuning iterations (default 300)"
+        "--iterations", type=int, default=None, help="fine-tuning iterations (default 100)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="patches per iteration")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -89,7 +89,7 @@ def _settings(args) -> dict:
     settings = {
         "size": args.size or (192 if quick else 384),
         "frames": args.test_frames or (2 if quick else 4),
-        "iterations": args.iterations or (20 if quick else 300),
+        "iterations": args.iterations or (20 if quick else 100),
         "train_size": 128 if quick else 256,
         "train_sequences": 3 if quick else 8,
         "baselines": QUICK_BASELINES if quick else BASELINES,
