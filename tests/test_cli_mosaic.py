@@ -114,10 +114,32 @@ def test_mosaic_never_overwrites_earlier_training_pairs(recording, tmp_path, cap
     argv = ["mosaic", str(path), "--pairs", str(tmp_path), "--no-progress", "--device", "cpu"]
     assert main(argv) == 0
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.tif")}
-    capsys.readouterr()
+    # 15 kept frames make one clip of 32: too few sequences for pclesr train's split.
+    assert len(before) == 2
+    assert "holds 1 training sequence(s)" in capsys.readouterr().err
     assert main(argv) == 2
     assert "exist already" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.tif")} == before
+
+
+def test_mosaic_refuses_outputs_of_an_earlier_run_unless_told_to_overwrite(
+    recording, tmp_path, capsys
+):
+    path, _, _ = recording
+    report, hr_hat = tmp_path / "report.json", tmp_path / "h.tif"
+    argv = ["mosaic", str(path), "--report", str(report), "--out-hrhat", str(hr_hat)]
+    argv += ["--frames", "0:6", "--no-progress", "--device", "cpu"]
+    hr_hat.write_bytes(b"an earlier run")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{hr_hat} already exists; use --overwrite" in err
+    assert hr_hat.read_bytes() == b"an earlier run" and not report.exists()
+    missing = tmp_path / "missing" / "m.tif"
+    assert main([*argv, "--overwrite", "--out-mosaic", str(missing)]) == 2
+    assert "the folder" in capsys.readouterr().err and not report.exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert Registration.load(report).n_frames == 6
+    assert read_sequence(hr_hat)[0].shape == (6, SIZE, SIZE)
 
 
 def test_a_sequence_with_nothing_to_fuse_fails_after_writing_its_report(tmp_path, capsys):

@@ -249,6 +249,22 @@ def test_frames_that_overlap_nothing_are_each_their_own_segment(simulator):
         build_mosaic(frames, result)
 
 
+def test_a_jump_beyond_max_shift_splits_the_sequence():
+    canvas = phantom((260, 260), seed=5)
+    corners = [(0, 0), (3, 2), (6, 4), (60, 50), (63, 52), (66, 54)]  # a 54-px jump at frame 3
+    frames = np.stack([canvas[r : r + 192, c : c + 192] for r, c in corners])
+    mask = np.ones((192, 192), bool)
+    # By default (half the FoV), the jump is plausible motion and the frames stay together.
+    assert len(register_sequence(frames, mask, device="cpu").segments) == 1
+    with pytest.warns(SegmentWarning, match="2 segment"):
+        result = register_sequence(frames, mask, max_shift=10, device="cpu")
+    assert [members.tolist() for members in result.segments] == [[0, 1, 2], [3, 4, 5]]
+    assert not result.rejected.any()
+    jump = np.flatnonzero((result.pairs.first == 2) & (result.pairs.second == 3))[0]
+    assert result.pairs.failure[jump].startswith("jump: moved")
+    np.testing.assert_allclose(result.offsets[3:], np.subtract(corners[3:], corners[3]), atol=0.05)
+
+
 def test_blurred_frame_is_flagged_against_its_neighbours(noisy_sequence, simulator):
     from scipy import ndimage
 

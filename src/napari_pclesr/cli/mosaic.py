@@ -9,6 +9,9 @@ import time
 import warnings
 from pathlib import Path
 
+#: Sequences that ``pclesr train``'s default split (train, validation, test) needs.
+TRAINING_SPLIT_SEQUENCES = 3
+
 EPILOG = """\
 examples:
   pclesr mosaic recording.mkt --out-mosaic mosaic.tif --out-hrhat hrhat.tif --report report.json
@@ -87,6 +90,11 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--gaps", default="1,2,4", help="frame distances of registered pairs (1,2,4)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out-mosaic, --out-hrhat and --report files of an earlier run",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -106,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         if path is not None and path.suffix.lower() not in (".tif", ".tiff"):
             raise ValueError(f"{path}: mosaics and HR-hat are written as TIFF; use a .tif suffix.")
     refuse_overwriting_inputs(outputs, [args.sequence, args.background, args.layout])
+    _refuse_earlier_outputs([args.out_mosaic, args.out_hrhat, args.report], args.overwrite)
     gaps = _parse_gaps(args.gaps)
     frames, meta = read_sequence(args.sequence, background=args.background)
     selection = range(len(frames))
@@ -191,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             args.pairs_name or args.sequence.stem,
             clip_frames=args.clip_frames or None,
         )
+        _warn_if_too_few_sequences(args.pairs)
     rate = registration.n_frames / max(elapsed, 1e-9)
     residual = summary["pair_residual_px"].get("rms", float("nan"))
     print(
@@ -201,6 +211,34 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {len(written)} training sequence(s) in {args.pairs}" if args.pairs else "")
     )
     return 0
+
+
+def _refuse_earlier_outputs(paths, overwrite: bool) -> None:
+    """Check, before any work, that no output replaces a file unless asked to, and that every
+    output's folder exists (a long registration must not end in an unwritable path).
+    (``--pairs`` refuses existing files on its own, with no way to overwrite them.)"""
+    paths = [path for path in paths if path is not None]
+    for path in paths:
+        if not path.parent.is_dir():
+            raise ValueError(f"cannot write {path}: the folder {path.parent} does not exist.")
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; use "
+            "--overwrite to replace, or choose another output."
+        )
+
+
+def _warn_if_too_few_sequences(folder: Path) -> None:
+    """``pclesr train`` splits by sequence into train, validation and test: it needs 3."""
+    count = len(list((folder / "hr").glob("*.tif")))
+    if count < TRAINING_SPLIT_SEQUENCES:
+        print(
+            f"pclesr mosaic: warning: {folder} holds {count} training sequence(s); pclesr train "
+            f"splits by sequence and needs at least {TRAINING_SPLIT_SEQUENCES}: add recordings "
+            "(--pairs-name) or cut shorter clips (--clip-frames).",
+            file=sys.stderr,
+        )
 
 
 def _parse_gaps(text: str) -> tuple[int, ...]:
