@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
+from test_train import TINY_FSRCNN
 from test_train import tiny_config as supervised_config
 
 from napari_pclesr import FibreLayout, Simulator, models
@@ -135,6 +136,15 @@ def test_objective_trains_saves_a_loadable_generator_and_resumes_exactly(
     lr = simulated_pairs().lr(0)
     sr = super_resolve(lr, tmp_path / "a" / "best.pt", device="cpu")
     assert sr.shape == lr.shape and np.isfinite(sr).all()
+
+
+@pytest.mark.parametrize("objective", ["adversarial", "cycle"])
+def test_any_registry_network_is_the_generator(tmp_path, objective):
+    config = tiny_config(objective, model="fsrcnn", hparams=TINY_FSRCNN, iterations=2)
+    result = train(config.replace(val_every=2, out_dir=str(tmp_path)), data=simulated_pairs())
+    assert np.isfinite(result.history.terms["adv"]).all()
+    model, _ = load_model(tmp_path / "best.pt")
+    assert model.arch == "fsrcnn"
 
 
 def test_events_carry_every_term_and_the_discriminator_waits_for_pretraining():
