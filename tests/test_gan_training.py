@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
+from test_train import TINY_FSRCNN
 from test_train import tiny_config as supervised_config
 
-from napari_pclesr import FibreLayout, Simulator
+from napari_pclesr import FibreLayout, Simulator, models
 from napari_pclesr.data import LRRecordings, PairedSequences, phantom_sequence
 from napari_pclesr.infer import super_resolve
 from napari_pclesr.train import (
@@ -137,6 +138,15 @@ def test_objective_trains_saves_a_loadable_generator_and_resumes_exactly(
     assert sr.shape == lr.shape and np.isfinite(sr).all()
 
 
+@pytest.mark.parametrize("objective", ["adversarial", "cycle"])
+def test_any_registry_network_is_the_generator(tmp_path, objective):
+    config = tiny_config(objective, model="fsrcnn", hparams=TINY_FSRCNN, iterations=2)
+    result = train(config.replace(val_every=2, out_dir=str(tmp_path)), data=simulated_pairs())
+    assert np.isfinite(result.history.terms["adv"]).all()
+    model, _ = load_model(tmp_path / "best.pt")
+    assert model.arch == "fsrcnn"
+
+
 def test_events_carry_every_term_and_the_discriminator_waits_for_pretraining():
     config = tiny_config("adversarial", iterations=6, pretrain_iterations=3, val_every=6)
     events = list(iter_train(config, data=simulated_pairs()))
@@ -156,6 +166,38 @@ def test_events_carry_every_term_and_the_discriminator_waits_for_pretraining():
     validation = next(e for e in events if isinstance(e, ValidationDone))
     assert set(validation.scores) == {"content", "ssim"}
     assert validation.val_loss == validation.scores["content"]
+
+
+def test_the_discriminator_sees_nothing_outside_the_fov_of_rim_patches():
+    # Pixels outside the FoV count in no loss: D must see them as 0 in real and fake patches
+    # alike, in its updates (fresh pairs too) and in the generator's adversarial term.
+    from napari_pclesr.train.distributed import DistributedContext
+    from napari_pclesr.train.objectives import create_objective
+
+    config = tiny_config("adversarial", min_inside=0.3, d_steps=2, augment_flips=True)
+    objective = create_objective(config, DistributedContext(), torch.device("cpu"), None)
+    for _ in objective.prepare(simulated_pairs(), None):
+        pass
+    objective.build(models.create("srgan", **TINY_SRGAN))
+    fovs, seen = [], []
+    next_batch = objective.data.next_batch
+
+    def recorded_batch():
+        batch = next_batch()
+        fovs.append(batch[2])
+        return batch
+
+    objective.data.next_batch = recorded_batch
+    objective.discriminator.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    objective.step(0)
+    # The step's batch, then a fresh pair for the first of the two D updates; D runs on the
+    # fresh pair, on the step's pair (real and fake in one batch), then on the step's fake.
+    step_fov, fresh_fov = fovs
+    assert (~step_fov).any() and (~fresh_fov).any()  # rim patches in both batches
+    expected_outside = [~torch.cat([fresh_fov] * 2), ~torch.cat([step_fov] * 2), ~step_fov]
+    assert [inputs.shape for inputs in seen] == [mask.shape for mask in expected_outside]
+    for inputs, outside in zip(seen, expected_outside, strict=True):
+        assert inputs[~outside].abs().sum() > 0 and not inputs[outside].any()
 
 
 def test_preparation_events_come_first_and_at_once(tmp_path):

@@ -114,7 +114,9 @@ class TrainConfig:
         Keep the training patches with at least this share of their pixels inside the field of
         view. Below 1, patches at the rim of the FoV are trained on, and the pixels outside
         the FoV do not count in the loss (without them, the network never learns the rim,
-        where SSIM dropped by 0.019 within 20 px of it; docs/training.md).
+        where SSIM dropped by 0.019 within 20 px of it; docs/training.md). The ``cycle``
+        objective ignores it: its patches always lie entirely inside the FoV, like the
+        target-domain patches its discriminator compares them with.
     layout : str or None
         Fibre layout file for the simulated LR; a synthetic bundle when ``None``. For the
         ``cycle`` objective it also names the recorded LR's fibres: a layout file, a raw bundle

@@ -19,6 +19,11 @@ class AdversarialObjective(AdversarialTraining, SupervisedObjective):
     pre-training); D starts afterwards. Validation is the supervised one (content loss and
     SSIM on the validation patches), and the content loss picks ``best.pt``: the adversarial
     term has no meaning on its own once D changes.
+
+    On patches at the rim of the field of view (``min_inside`` < 1), D sees real and fake
+    patches with their pixels outside the FoV set to 0: those pixels count in no loss, so D
+    must not tell real from fake by them (the HR's nearest-value fill there against whatever
+    the generator makes of it), nor push the generator to imitate that fill.
     """
 
     name = "adversarial"
@@ -43,16 +48,18 @@ class AdversarialObjective(AdversarialTraining, SupervisedObjective):
         terms = {"content": content}
         loss = content
         if iteration >= config.pretrain_iterations:
-            terms.update(self._adversarial_terms(iteration, fake, hr_batch, self._fresh_pair))
+            terms.update(
+                self._adversarial_terms(iteration, fake * fov, hr_batch * fov, self._fresh_pair)
+            )
             loss = content + config.adversarial_weight * terms["adv"]
         self._optimise(loss, self.optimizer, self.scaler, self.scheduler)
         terms["g_loss"] = loss
         return {name: value.detach() for name, value in terms.items()}
 
     def _fresh_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
-        lr_batch, hr_batch, _ = self.data.next_batch()
+        lr_batch, hr_batch, fov = self.data.next_batch()
         with torch.no_grad(), self._autocast():
-            return hr_batch, self.network(lr_batch).float()
+            return hr_batch * fov, self.network(lr_batch).float() * fov
 
     @torch.inference_mode()
     def validate(self) -> tuple[float, float, dict[str, float]]:
