@@ -144,6 +144,24 @@ def test_a_layout_npz_with_a_scalar_shape_is_a_clear_error(hr_file, tmp_path, ca
     assert "bad.npz" in err and "'shape' must be the grid's two sides (H, W), got 48" in err
 
 
+def test_nan_in_an_input_file_is_reported_with_the_file_name(hr_file, tmp_path, capsys):
+    stack = np.stack([tifffile.imread(hr_file)] * 2)
+    stack[1, 5, 7] = np.nan
+    bad = tmp_path / "data" / "hr" / "bad.tif"
+    bad.parent.mkdir(parents=True)
+    tifffile.imwrite(bad, stack)
+    out = tmp_path / "out.tif"
+    assert simulate(bad, "--out", str(out)) == EXIT_BAD_INPUT
+    assert f"{bad} contains NaN" in capsys.readouterr().err
+    metrics = ["metrics", "--hr", str(hr_file), "--lr", str(hr_file), "--sr", str(hr_file)]
+    assert main([*metrics, "--sr", f"odd={bad}"]) == EXIT_BAD_INPUT
+    assert f"{bad} contains NaN" in capsys.readouterr().err
+    train = ["train", "--model", "fsrcnn", "--iters", "1", "--device", "cpu"]
+    assert main([*train, "--data", str(tmp_path / "data"), "--out", str(out)]) == EXIT_BAD_INPUT
+    assert f"{bad} contains NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "hr.tif"]
+
+
 # -- errors: one line, traceback with --debug, exit statuses ------------------------------------
 
 

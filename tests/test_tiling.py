@@ -41,9 +41,11 @@ def frames_in_unit_range(shape=(2, 37, 53), seed=1):
     return stack / stack.max(axis=(1, 2), keepdims=True)
 
 
-def support_radius(net: nn.Module, size: int = 64) -> int:
+def support_radius(net: nn.Module) -> int:
     """Independent measure: how far from its source pixel the input pixels that one output
-    pixel depends on lie (from the gradient of that output pixel)."""
+    pixel depends on lie (from the gradient of that output pixel), on an input wide enough
+    to hold the whole support."""
+    size = 2 * net.receptive_field + 16
     x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(2))
     x.requires_grad_(True)
     scale = int(net.scale)

@@ -33,7 +33,7 @@ examples:
   pclesr infer wiener lr.tif sr_wiener.tif
 
 exit status: 0 all written, 1 some recordings of a folder failed (each is reported),
-2 bad input or settings (nothing written)."""
+2 bad input or settings (nothing written), 130 Ctrl-C, 143 SIGTERM (no partial file left)."""
 
 
 def register(subparsers) -> None:

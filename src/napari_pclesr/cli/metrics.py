@@ -105,10 +105,12 @@ def _method_paths(specs: list[str]) -> dict[str, Path]:
 
 def _read(path: Path, minmax: bool):
     """The frames of ``path`` as a (T, H, W) array (on the [0, 1] scale) and its metadata."""
+    from napari_pclesr._validation import as_grey_float
     from napari_pclesr.io import read_sequence
 
     frames, meta = read_sequence(path)
-    frames = np.asarray(frames)
+    # The type is kept: the scale checks below depend on it.
+    frames = as_grey_float(np.asarray(frames), name=str(path), dtype=frames.dtype)
     if minmax:
         return _minmax_per_frame(frames), meta
     if frames.dtype.kind in "iu" and frames.dtype != np.uint8:

@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_pclesr import FibreLayout, Simulator
-    from napari_pclesr._validation import check_non_negative
+    from napari_pclesr._validation import as_grey_float, check_non_negative
     from napari_pclesr.cli._common import refuse_overwriting_inputs
     from napari_pclesr.fibre import fibre_count_for
     from napari_pclesr.io import read_sequence, write_image
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs([args.out, args.save_layout], [args.hr_path, layout_file])
 
     hr, _ = read_sequence(args.hr_path)
-    hr = hr[:] if hr.shape[0] > 1 else hr[0]
+    hr = as_grey_float(hr[:] if hr.shape[0] > 1 else hr[0], name=str(args.hr_path))
     shape = hr.shape[-2:]
     if layout_file is None:
         n_fibres = args.n_fibres or fibre_count_for(shape)

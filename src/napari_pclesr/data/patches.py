@@ -826,4 +826,4 @@ def _read_stack(path: Path) -> np.ndarray:
     from napari_pclesr.io import read_sequence
 
     frames, _ = read_sequence(path)
-    return np.asarray(frames[:])
+    return as_grey_float(frames[:], name=str(path), ndims=(3,))

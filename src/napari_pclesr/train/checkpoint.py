@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,7 +150,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         except Exception as exc:  # torch raises many types for damaged files; all mean the same
             raise CheckpointError(
                 f"{path} cannot be read as a checkpoint (truncated, corrupted, or not a torch "
-                f"file): {type(exc).__name__}: {_first_line(exc)}. Use another checkpoint "
+                f"file): {_load_failure(exc)}. Use another checkpoint "
                 "(best.pt or last.pt of the run) or train again."
             ) from exc
     payload = validate_checkpoint(payload, source=str(path))
@@ -402,6 +403,14 @@ def _describe_run(files: list[Path]) -> str:
         except Exception:  # unreadable or foreign: it still is a file we would replace
             parts.append(path.name)
     return ", ".join(parts)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, without its advice to retry with ``weights_only=False``,
+    which would run whatever code a damaged or foreign file holds."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "UnpicklingError: it holds something other than tensors and plain values"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _first_line(exc: BaseException) -> str:
