@@ -4,9 +4,9 @@
 
 Opens the phantom sample, tunes the noise of its LR in the simulator dock, trains FSRCNN for
 a few dozen steps in the training dock (live plot and preview), super-resolves the LR with
-the Wiener baseline and the trained model in the inference dock, and scores both in the
-metrics dock. After each step the window is saved as ``<out>/<dock>.png``. Takes a few
-minutes on a CPU.
+the Wiener baseline and the trained model in the inference dock, scores both in the
+metrics dock, and registers the phantom sequence in the mosaic dock. After each step the
+window is saved as ``<out>/<dock>.png``. Takes a few minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def save(viewer, dock, path: Path) -> None:
 def main() -> None:
     import napari
 
-    from napari_pclesr._napari._sample_data import phantom_sample
+    from napari_pclesr._napari._sample_data import phantom_sample, sequence_layers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
@@ -109,6 +109,17 @@ def main() -> None:
     metrics.select(["SR · fsrcnn", "SR · wiener"], "HR (phantom)", "LR (simulated)")
     wait(lambda: not metrics.is_busy() and metrics.current_table is not None)
     save(viewer, metrics, args.out / "metrics.png")
+
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    for data, attributes, kind in sequence_layers():
+        getattr(viewer, f"add_{kind}")(data, **attributes)
+    mosaic = dock("Mosaic / HR-hat")
+    mosaic._image.value = viewer.layers["LR (simulated sequence)"]
+    mosaic.run()
+    wait(lambda: mosaic.worker is None)
+    viewer.reset_view()
+    save(viewer, mosaic, args.out / "mosaic.png")
     viewer.close()
 
 

@@ -482,6 +482,7 @@ class PairedSequences:
         seed: int = 0,
         *,
         natural_share: float = 0.5,
+        blurred_share: float = 0.25,
         bundles: int = 4,
         densities: Sequence[float] = (0.8, 1.0, 1.25),
         noise_scales: tuple[float, float] = (0.5, 1.5),
@@ -494,14 +495,18 @@ class PairedSequences:
         (:data:`~napari_pclesr.data.natural.TRAINING_IMAGES`), each seen by a probe moving over
         it with a random zoom and a random intensity transform (gain, offset, gamma), each
         sequence through one of ``bundles`` synthetic bundles of a random density among
-        ``densities``, with noise factors drawn uniformly from ``noise_scales``. Everything is
+        ``densities``, with noise factors drawn uniformly from ``noise_scales``. A
+        ``blurred_share`` of the sequences has its HR blurred (Gaussian σ in [0.8, 2] px) before
+        the bundle sees it: band-limited tissue, like a real pCLE frame taken as HR, teaches the
+        network to leave detail it cannot recover alone instead of inventing it. Everything is
         drawn from ``seed``.
         """
         from napari_pclesr.data.natural import TRAINING_IMAGES, natural_image
         from napari_pclesr.data.phantoms import PHANTOM_KINDS, image_sequence, phantom_sequence
 
-        if not 0 <= natural_share <= 1:
-            raise ValueError(f"natural_share must be in [0, 1], got {natural_share}.")
+        for name, share in (("natural_share", natural_share), ("blurred_share", blurred_share)):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {share}.")
         if int(bundles) < 1 or int(n_sequences) < 1:
             raise ValueError("n_sequences and bundles must be at least 1.")
         n_natural = round(int(n_sequences) * natural_share)
@@ -524,7 +529,10 @@ class PairedSequences:
                     seed=int(rng.integers(2**31)),
                 )
                 names.append(f"{name}{index:03d}")
-            hr.append(_intensity_jitter(frames.frames, rng))
+            frames = frames.frames
+            if rng.random() < blurred_share:
+                frames = ndimage.gaussian_filter(frames, (0, *[rng.uniform(0.8, 2.0)] * 2))
+            hr.append(_intensity_jitter(frames, rng))
             degradations.append(
                 Degradation(
                     bundle_seed=int(rng.integers(int(bundles))),
