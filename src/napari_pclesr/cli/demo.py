@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 import time
 from pathlib import Path
@@ -329,7 +330,8 @@ def view(out: Path, hr, lr, results: dict) -> None:
 
 
 def _file_name(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
+    """``"fsrcnn (pretrained)"`` → ``"fsrcnn_pretrained"``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def _say(message: str) -> None:
