@@ -158,3 +158,39 @@ def test_cli_evaluate_prints_the_table_and_writes_rows(tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["evaluate", "--quick", "--baselines", "sharpest"]) == 2
     assert "unknown baseline(s) sharpest" in capsys.readouterr().err
+
+
+# -- the shipped networks -----------------------------------------------------------------------
+
+
+def test_shipped_networks_fit_the_budget_and_load_by_name():
+    names = pretrained.available()
+    assert "fsrcnn" in names
+    files = [pretrained.checkpoint_path(name) for name in names]
+    assert sum(path.stat().st_size for path in files) < 10 * 2**20
+    card = pretrained.describe("fsrcnn")
+    assert card["model"] == "fsrcnn" and card["data"] == "mixed" and card["iterations"] >= 2000
+    assert tuple(card["normalisation"]["percentiles"]) == (1.0, 99.0)
+
+
+def test_pretrained_fsrcnn_improves_held_out_natural_images(quick_images):
+    """The quality bar's natural-image part, on the quick held-out images (never trained on):
+    a gain in SSIM and PSNR over the LR, ahead of unsharp masking. (The full-size figures are
+    the model card's, docs/models.md.)"""
+    natural = [image for image in quick_images if image.set == "natural"]
+    rows = evaluation.score_methods(
+        natural, {"ours": "pretrained:fsrcnn", "unsharp": "unsharp"}, device="cpu"
+    )
+    summary = {row["method"]: row for row in evaluation.summarise(rows)}
+    assert summary["ours"]["ssim_gain"] > 0.015 and summary["ours"]["psnr_gain"] > 0
+    assert summary["ours"]["ssim"] > summary["unsharp"]["ssim"]
+
+
+def test_pretrained_fsrcnn_does_no_harm_to_real_frames(shared_dir):
+    recording = shared_dir / "data" / "pcle_colorectal_S01V01.mpeg"
+    if not recording.is_file():
+        pytest.skip("the real recording is not in ../shared/data")
+    images = evaluation.real_images(recording, count=2, size=256)
+    rows = evaluation.score_methods(images, {"ours": "pretrained:fsrcnn"}, device="cpu")
+    ours = next(row for row in evaluation.summarise(rows) if row["method"] == "ours")
+    assert ours["ssim_gain"] >= -0.005
