@@ -190,17 +190,18 @@ def score_methods(
         ``gcf``, ``delta_gcf`` (against the LR), ``tot_cs`` and ``noise_ratio`` (noise σ over
         the LR's).
     """
+    import torch
+
     from napari_pclesr.infer import SuperResolver
     from napari_pclesr.metrics import evaluate_methods
 
-    resolvers = {
-        name: method if callable(method) and not hasattr(method, "state_dict") else None
-        for name, method in methods.items()
-    }
-    for name, method in methods.items():
-        if resolvers[name] is None:
-            resolver = SuperResolver(method, device=device)
-            resolvers[name] = lambda lr, fov, resolver=resolver: resolver(lr, fov_mask=fov)
+    def runner(method):
+        if callable(method) and not isinstance(method, torch.nn.Module):
+            return method
+        resolver = SuperResolver(method, device=device)  # loaded once, for every image
+        return lambda lr, fov: resolver(lr, fov_mask=fov)
+
+    resolvers = {name: runner(method) for name, method in methods.items()}
     rows = []
     for image in images:
         if progress is not None:

@@ -67,15 +67,14 @@ def run(args: argparse.Namespace) -> int:
     config = training_config(args, settings)  # checks the settings before anything is done
     claim_folder(args.out)
     hr, lr, fov = simulate_test_sequence(settings, args.out)
-    pretrained_sources = _pretrained_sources()
-    if pretrained_sources:
-        names = ", ".join(pretrained_sources.values())
+    methods = _pretrained_methods()
+    if methods:
+        names = ", ".join(methods.values())
         _say(f"[2/5] pretrained networks: {names}")
     else:
         _say("[2/5] no pretrained network is installed; the demo trains FSRCNN from scratch")
     checkpoint = fine_tune(config, settings)
-    methods = {label: source for source, label in pretrained_sources.items()}
-    methods[FINE_TUNED if pretrained_sources else "FSRCNN"] = checkpoint
+    methods[FINE_TUNED if methods else "FSRCNN"] = checkpoint
     methods.update({name: name for name in settings["baselines"]})
     results = super_resolve_all(lr, methods, fov, args.device)
     table = score_and_report(results, hr, lr, fov, args.out)
@@ -104,11 +103,11 @@ def _settings(args) -> dict:
     return settings
 
 
-def _pretrained_sources() -> dict[str, str]:
-    """``pretrained:NAME`` → table label, for the installed pretrained networks."""
+def _pretrained_methods() -> dict[str, str]:
+    """Table label → ``pretrained:NAME``, for the installed pretrained networks."""
     from napari_pclesr import pretrained
 
-    return {f"{pretrained.PREFIX}{name}": f"{name} (pretrained)" for name in pretrained.available()}
+    return {f"{name} (pretrained)": f"{pretrained.PREFIX}{name}" for name in pretrained.available()}
 
 
 def claim_folder(out: Path) -> None:
