@@ -102,6 +102,7 @@ def finished_run(tmp_path_factory):
 
 def test_shipped_configs_load_and_declare_the_seed_tables():
     assert available_configs() == [
+        "seed000_real",
         "seed000_table1",
         "seed000_table2",
         "seed001_table1",
@@ -120,6 +121,47 @@ def test_shipped_configs_load_and_declare_the_seed_tables():
     dense = load_config("seed002_table1")
     assert [s.scale for s in dense.sections] == [2, 4, 8]
     assert dense.paper["x2"]["DenseNet"] == {"psnr": 38.57, "ssim": 0.950}
+
+
+def test_the_real_recording_config_needs_the_recording_and_says_where(tmp_path, shared_dir):
+    with pytest.raises(ConfigError, match=r"data\.real\.path.*does not exist.*--data-dir"):
+        load_config("seed000_real", data_dir=tmp_path)
+    config = load_config("seed000_real", data_dir=shared_dir / "data")
+    assert config.data["real"].kind == "recording" and config.data["real"].degradation == "org"
+    assert [s.name for s in config.sections] == ["org/org", "syn/org"]
+    assert config.methods["pretrained_edsr"].checkpoint == "pretrained:edsr"
+
+
+# Real frames as LR, their mosaic HR-hat as the reference: 3 blocks of 4 frames.
+REAL = (
+    TINY.replace(
+        '[data.syn]\nkind = "phantoms"',
+        '[data.real]\nkind = "recording"\n'
+        'path = "pcle_colorectal_S01V01.mpeg"\nframes = 12\nframe_step = 2',
+    )
+    .replace('train = "syn"\ntest = "syn"', 'train = "real"\ntest = "real"')
+    .replace('name = "syn/syn"', 'name = "org/org"')
+    .replace('[paper."syn/syn"', '[paper."org/org"')
+)
+
+
+def test_a_real_recording_is_scored_against_its_mosaic(tmp_path, shared_dir):
+    from napari_pclesr.experiments.data import build_pairs
+
+    config = load_config(write_config(tmp_path, REAL), data_dir=shared_dir / "data")
+    pairs = build_pairs(config.data["real"], config.scales["small"], "test", config.seed)
+    lr, hr_hat, fov = pairs.lr(0), pairs.hr(0), pairs.fov_mask(0)
+    assert lr.shape == hr_hat.shape and lr.shape[1:] == (592, 576) and len(lr) >= 2
+    # Integer frames scaled to [0, 1]; the FoV is the lit disc, not the whole frame.
+    assert lr.min() >= 0 and lr.max() <= 1 and 0.4 < fov.mean() < 0.9
+    assert not lr[:, ~fov].any() and not hr_hat[:, ~fov].any()
+    out = run_experiment(config, tmp_path / "results", device="cpu", say=lambda line: None)
+    rows = read_csv(out / "scores.csv")
+    assert {row["method"] for row in rows} == {"LR", "net", "unsharp"}
+    assert all(math.isfinite(float(row[key])) for row in rows for key in ("ssim", "tot_cs"))
+    lr_ssim = [float(row["ssim"]) for row in rows if row["method"] == "LR"]
+    # HR-hat fuses the block's own frames: close to each LR frame, but not equal to it.
+    assert all(0.7 < value < 0.999 for value in lr_ssim)
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,8 @@ def tiny_config(**changes) -> TrainConfig:
         ({"split": (0.5, 0.1, 0.1)}, "split must be"),
         ({"patience": 0}, "patience must be"),
         ({"patch_size": 8}, "patch_size must be a whole number >= 11"),
+        ({"data_options": {"blur": 1}}, r"unknown option\(s\) blur of the 'sample' data"),
+        ({"data": "folder", "data_options": {"n_sequences": 2}}, "apply to generated data"),
     ],
 )
 def test_bad_config_is_a_clear_error(changes, message):
@@ -296,6 +298,21 @@ def test_cli_trains_on_the_sample_data(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path)]) == 0
     assert "training fsrcnn" in capsys.readouterr().err
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_data_options_reach_the_generated_data_and_the_checkpoint(tmp_path):
+    from napari_pclesr.cli import main
+    from napari_pclesr.train.paired_data import generated_data_options, load_training_data
+
+    assert "blurred_share" in generated_data_options()["mixed"]
+    assert "seed" not in generated_data_options()["sample"]
+    data = load_training_data(tiny_config(data_options={"n_sequences": 3, "n_frames": 2}))
+    assert len(data) == 3 and all(len(data.hr(i)) == 2 for i in range(3))
+    argv = ["train", *TINY_ARGS, "--data", "sample", "--iters", "1", "--patch-size", "32"]
+    options = ["--data-option", "n_sequences=3", "--data-option", "n_frames=2"]
+    assert main([*argv, *options, "--out", str(tmp_path)]) == 0
+    saved = load_checkpoint(tmp_path / "best.pt")["config"]
+    assert saved["data_options"] == {"n_sequences": 3, "n_frames": 2}
 
 
 def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):

@@ -51,6 +51,14 @@ def register(subparsers) -> None:
         "and noise levels: the shipped models' data) or a folder (default sample)",
     )
     parser.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the sample or mixed data, repeatable (e.g. --data-option "
+        "n_sequences=192 --data-option blurred_share=0.1)",
+    )
+    parser.add_argument(
         "--min-inside",
         type=float,
         default=0.3,
@@ -195,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
         sigma_mult=args.sigma_mult,
         sigma_add=args.sigma_add,
         data=args.data,
+        data_options=parse_hparams(args.data_option, "--data-option"),
         min_inside=args.min_inside,
         layout=args.layout,
         objective=args.objective,

@@ -183,32 +183,51 @@ def _phantom_frames(n_frames: int, shape, seed: int) -> np.ndarray:
 
 
 def _recording_pairs(spec: DataSpec, scale: ScaleSpec, role: str):
-    """Consecutive blocks of a recording: train first, then validation, then test frames."""
+    """Consecutive blocks of a recording: train first, then validation, then test frames.
+
+    Integer frames are scaled to [0, 1] by their type (the metrics need that range); the FoV is
+    estimated once from the chosen frames, since video compression leaves the dark surround
+    slightly above 0.
+    """
     from napari_pclesr.data import PairedSequences
     from napari_pclesr.io import read_sequence
+    from napari_pclesr.io.fov import estimate_fov
 
     frames, _info = read_sequence(spec.path)
+    dtype = np.dtype(frames.dtype)
+    if dtype.kind not in "uif":
+        raise ValueError(f"{spec.path}: frames of type {dtype} are not grey levels.")
+    peak = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
     step = spec.frame_step
     total = len(frames) if spec.frames is None else min(len(frames), spec.frames * step)
     chosen = np.arange(0, total, step)
     counts = [scale.train_sequences, scale.val_sequences, scale.test_sequences]
     blocks = np.array_split(chosen, sum(counts))
+    if min(len(block) for block in blocks) < 2:
+        raise ValueError(
+            f"{spec.path}: too few frames for {sum(counts)} sequences; lower the sequence "
+            "counts or raise data.*.frames."
+        )
+    mask = estimate_fov(np.asarray(frames[chosen[:: max(1, len(chosen) // 16)]])).mask
     start = {"train": 0, "val": counts[0], "test": counts[0] + counts[1]}[role]
     lr, hr_hat, masks, names = [], [], [], []
     for index in range(start, start + counts[["train", "val", "test"].index(role)]):
-        block = np.asarray(frames[blocks[index]], dtype=np.float32)
-        if len(block) < 2:
-            raise ValueError(
-                f"{spec.path}: too few frames for {sum(counts)} sequences; lower the sequence "
-                "counts or raise data.*.frames."
-            )
-        mask = np.any(block != 0, axis=0)
+        block = np.where(mask, np.asarray(frames[blocks[index]], dtype=np.float32) / peak, 0.0)
         target = _hr_hat(block, mask)
         kept = np.isfinite(target).all(axis=(1, 2))
-        lr.append(block[kept])
+        if kept.sum() < 2:
+            warnings.warn(
+                f"{spec.path.stem} block {index} left out: mosaicking kept {kept.sum()} of "
+                f"its {len(block)} frames",
+                stacklevel=2,
+            )
+            continue
+        lr.append(block[kept].astype(np.float32))
         hr_hat.append(np.where(mask, target[kept], 0.0).astype(np.float32))
         masks.append(mask)
         names.append(f"{spec.path.stem}-{role}{index:02d}")
+    if not lr:
+        raise ValueError(f"{spec.path}: no {role} block could be mosaicked into HR-hat.")
     return PairedSequences(hr_hat, lr, names=names, fov_masks=masks)
 
 

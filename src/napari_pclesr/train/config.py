@@ -110,6 +110,10 @@ class TrainConfig:
         several bundles and noise levels, :meth:`PairedSequences.mixed`, the data of the
         shipped models) or a folder with ``hr/`` and optionally ``lr/`` sub-folders of TIFF
         stacks. Used when no data are passed to ``train``.
+    data_options : dict
+        Keyword arguments of the generated data's builder (:meth:`PairedSequences.mixed` or
+        :meth:`PairedSequences.sample`), e.g. ``{"n_sequences": 192, "blurred_share": 0.1}``;
+        empty for a folder. Unknown names are refused.
     min_inside : float
         Keep the training patches with at least this share of their pixels inside the field of
         view. Below 1, patches at the rim of the FoV are trained on, and the pixels outside
@@ -204,6 +208,7 @@ class TrainConfig:
     sigma_mult: float = 0.05
     sigma_add: float = 0.01
     data: str = "sample"
+    data_options: dict = field(default_factory=dict)
     min_inside: float = 0.3
     layout: str | None = None
     split: tuple[float, float, float] = DEFAULT_FRACTIONS
@@ -228,6 +233,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.hparams = dict(self.hparams)
+        self.data_options = dict(self.data_options)
         self.discriminator = dict(self.discriminator)
         self.betas = tuple(float(b) for b in self.betas)
         self.split = tuple(float(f) for f in self.split)
@@ -245,6 +251,7 @@ class TrainConfig:
                 setattr(self, name, str(value))
         self._check_numbers()
         self._check_names()
+        self._check_data_options()
         self._check_objective()
 
     # -- derived settings -----------------------------------------------------------------------
@@ -378,6 +385,24 @@ class TrainConfig:
         from napari_pclesr.models.discriminator import check_discriminator_hparams
 
         check_discriminator_hparams(self.discriminator)
+
+    def _check_data_options(self) -> None:
+        if not self.data_options:
+            return
+        from napari_pclesr.train.paired_data import generated_data_options
+
+        if self.lr_data is not None or self.data not in generated_data_options():
+            raise ValueError(
+                "data_options apply to generated data ('sample' or 'mixed'), not to "
+                f"{self.lr_data or self.data!r}; remove them."
+            )
+        allowed = generated_data_options()[self.data]
+        unknown = sorted(set(self.data_options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} of the {self.data!r} data; known "
+                f"options are {', '.join(allowed)}."
+            )
 
     def _check_names(self) -> None:
         from napari_pclesr import losses

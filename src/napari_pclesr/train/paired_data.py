@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Generator
 
@@ -17,6 +18,7 @@ __all__ = [
     "GENERATED_DATA",
     "PairedTrainingData",
     "TrainingData",
+    "generated_data_options",
     "load_training_data",
     "split_data",
 ]
@@ -24,6 +26,21 @@ __all__ = [
 
 #: ``TrainConfig.data`` values that name generated data rather than a folder.
 GENERATED_DATA = ("sample", "mixed")
+# Set by the run itself (seed, scale) or fixed by the patch pipeline (shape), not options.
+_NOT_OPTIONS = ("cls", "seed", "scale", "shape")
+
+
+def generated_data_options() -> dict[str, tuple[str, ...]]:
+    """The options (``TrainConfig.data_options``) of each generated data set: the keyword
+    parameters of its :class:`PairedSequences` builder."""
+    return {
+        name: tuple(
+            parameter
+            for parameter in inspect.signature(getattr(PairedSequences, name)).parameters
+            if parameter not in _NOT_OPTIONS
+        )
+        for name in GENERATED_DATA
+    }
 
 
 def load_training_data(config: TrainConfig) -> PairedSequences:
@@ -40,7 +57,7 @@ def load_training_data(config: TrainConfig) -> PairedSequences:
                 f"--layout applies to folder data; the {config.data} data use synthetic bundles."
             )
         generate = getattr(PairedSequences, config.data)
-        return generate(seed=config.seed, scale=config.scale)
+        return generate(seed=config.seed, scale=config.scale, **config.data_options)
     return PairedSequences.from_folder(config.data, layout=layout, scale=config.scale)
 
 
