@@ -377,3 +377,21 @@ def test_cycle_objective_settings_reach_the_config(dock, qtbot):
     widget._adv_weight.value = "a lot"
     with pytest.raises(ValueError, match="adversarial weight must be a number"):
         widget.config()
+
+
+def test_unpaired_target_domain_asks_for_its_folder(dock, qtbot, tmp_path):
+    _, widget = dock
+    widget._source.value = "sample"
+    widget._out_dir.value = tmp_path / "run"
+    widget._objective.value = "cycle"
+    assert widget._target_data.native.isHidden()  # natural: no folder to choose
+    widget._target_domain.value = "unpaired"
+    assert not widget._target_data.native.isHidden()
+    with pytest.raises(ValueError, match="needs a folder of sharp images"):
+        widget.config()
+    (tmp_path / "sharp").mkdir()
+    widget._target_data.value = tmp_path / "sharp"
+    config = widget.config()
+    assert (config.target_domain, config.target_data) == ("unpaired", str(tmp_path / "sharp"))
+    widget._target_domain.value = "rescaled"  # other domains ignore the folder
+    assert widget._target_data.native.isHidden() and widget.config().target_data is None

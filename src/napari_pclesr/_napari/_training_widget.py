@@ -76,9 +76,12 @@ OBJECTIVE_CHOICES = [
 #: Where the cycle GAN's critic takes its "real" patches from (``TrainConfig.target_domain``).
 TARGET_DOMAIN_CHOICES = [
     ("Natural photographs (built in)", "natural"),
+    ("Sharp images from a folder (unpaired)", "unpaired"),
     ("The sharp (HR) images of the data", "paired"),
     ("The fibre images shrunk ×4", "rescaled"),
 ]
+#: The target domain that reads its sharp examples from a folder (``TrainConfig.target_data``).
+UNPAIRED = "unpaired"
 #: Terms plotted on the loss axis (D's accuracies are in [0, 1] and go to the log only).
 PLOTTED_GROUPS = ("G", "D")
 #: Plain names of the losses; the registry name follows in brackets.
@@ -190,6 +193,7 @@ class TrainingWidget(PclesrDock):
         self._scale.changed.connect(self._describe_model)
         self._source.changed.connect(self._show_source_options)
         self._objective.changed.connect(self._show_source_options)
+        self._target_domain.changed.connect(self._show_source_options)
         self._resume.changed.connect(self._fill_from_checkpoint)
         self._out_dir.changed.connect(self._update_model_buttons)
         self._start.changed.connect(self.start)
@@ -269,8 +273,14 @@ class TrainingWidget(PclesrDock):
         )
         self._target_domain = tip(
             ComboBox(label="Critic's sharp examples", choices=TARGET_DOMAIN_CHOICES),
-            "Cycle GAN: what the critic learns 'sharp' from: built-in natural photographs, the "
-            "sharp images of these data (when they have them), or the fibre images shrunk ×4.",
+            "Cycle GAN: what the critic learns 'sharp' from: built-in natural photographs, a "
+            "folder of sharp images unrelated to these data (e.g. HR-hat of other recordings), "
+            "the sharp images of these data (when they have them), or the fibre images shrunk ×4.",
+        )
+        self._target_data = tip(
+            FileEdit(label="Folder of sharp images", mode="d", nullable=True),
+            "Cycle GAN, unpaired: a folder of TIFF stacks or images (HR-hat of other "
+            "recordings, or sharp images of similar tissue), or one with an hr/ sub-folder.",
         )
         self._iterations = tip(
             SpinBox(label="Training steps (iterations)", min=1, max=10_000_000),
@@ -401,6 +411,7 @@ class TrainingWidget(PclesrDock):
             self._vec_weight,
             self._reg_weight,
             self._target_domain,
+            self._target_data,
         ]
         self.add_advanced(self._gan_settings, title="Adversarial options")
         self.add_advanced([self._history], title="Log")
@@ -514,6 +525,7 @@ class TrainingWidget(PclesrDock):
             vec_weight=float(self._vec_weight.value),
             reg_weight=float(self._reg_weight.value),
             target_domain=self._target_domain.value,
+            target_data=self._target_data_folder(),
         )
         # Building the network would block the UI (torch's first use of its "meta" device
         # takes seconds): reuse the check made in the background when a setting changed. A
@@ -580,6 +592,20 @@ class TrainingWidget(PclesrDock):
             self.set_row_visible(control, objective != "supervised")
         for control in (self._vec_weight, self._reg_weight, self._target_domain):
             self.set_row_visible(control, objective == "cycle")
+        unpaired = objective == "cycle" and self._target_domain.value == UNPAIRED
+        self.set_row_visible(self._target_data, unpaired)
+
+    def _target_data_folder(self) -> str | None:
+        """The unpaired target domain's folder; None for the other domains (which ignore it)."""
+        if self._objective.value != "cycle" or self._target_domain.value != UNPAIRED:
+            return None
+        folder = self._target_data.value
+        if folder is None or not Path(folder).is_dir():
+            raise ValueError(
+                "The unpaired target domain needs a folder of sharp images: choose one under "
+                "'Folder of sharp images', or pick another source of sharp examples."
+            )
+        return str(folder)
 
     def _describe_model(self, _value=None) -> None:
         """Show the parameter count of the chosen network (counted in a worker: building even
@@ -646,6 +672,8 @@ class TrainingWidget(PclesrDock):
             control.value = "" if saved[field_name] is None else f"{saved[field_name]:g}"
         if saved["target_domain"] in {value for _, value in TARGET_DOMAIN_CHOICES}:
             self._target_domain.value = saved["target_domain"]
+        if saved.get("target_data"):
+            self._target_data.value = saved["target_data"]
         if saved["data"] == "sample":
             self._source.value = SAMPLE
         self.report(
