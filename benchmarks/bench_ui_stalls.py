@@ -24,14 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _timing import print_table
 
+from napari_pclesr._napari._manifest import dock_titles
+
 PLUGIN = "napari-pclesr"
-DOCKS = (
-    "Fibre-bundle simulator",
-    "Super-resolve (inference)",
-    "Train an SR model",
-    "Mosaic / HR-hat",
-    "SR metrics",
-)
+DOCKS = dock_titles()
 
 
 class Heartbeat:

@@ -18,18 +18,13 @@ from dock_helpers import (
     wait_ready,
 )
 
+from napari_pclesr._napari._manifest import dock_titles
 from napari_pclesr.data import phantom
 
 pytestmark = pytest.mark.napari
 
 PLUGIN = "napari-pclesr"
-DOCKS = (
-    "Fibre-bundle simulator",
-    "Super-resolve (inference)",
-    "Train an SR model",
-    "Mosaic / HR-hat",
-    "SR metrics",
-)
+DOCKS = dock_titles()
 SCREEN = (1280, 800)
 #: The longest the UI thread may work without returning to its event loop.
 STALL_LIMIT_S = 0.5

@@ -313,6 +313,8 @@ def test_data_options_reach_the_generated_data_and_the_checkpoint(tmp_path):
     assert main([*argv, *options, "--out", str(tmp_path)]) == 0
     saved = load_checkpoint(tmp_path / "best.pt")["config"]
     assert saved["data_options"] == {"n_sequences": 3, "n_frames": 2}
+    with pytest.raises(ValueError, match=r"cannot be built with the options n_sequences='many'"):
+        load_training_data(tiny_config(data_options={"n_sequences": "many"}))
 
 
 def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):

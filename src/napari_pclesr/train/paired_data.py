@@ -57,7 +57,15 @@ def load_training_data(config: TrainConfig) -> PairedSequences:
                 f"--layout applies to folder data; the {config.data} data use synthetic bundles."
             )
         generate = getattr(PairedSequences, config.data)
-        return generate(seed=config.seed, scale=config.scale, **config.data_options)
+        try:
+            return generate(seed=config.seed, scale=config.scale, **config.data_options)
+        except (TypeError, ValueError) as exc:
+            if not config.data_options:
+                raise
+            options = ", ".join(f"{k}={v!r}" for k, v in config.data_options.items())
+            raise ValueError(
+                f"the {config.data} data cannot be built with the options {options}: {exc}"
+            ) from exc
     return PairedSequences.from_folder(config.data, layout=layout, scale=config.scale)
 
 
