@@ -22,7 +22,13 @@ from napari_pclesr import FibreLayout, Simulator
 from napari_pclesr.data import phantom_sequence
 from napari_pclesr.fibre import fibre_count_for
 from napari_pclesr.infer import super_resolve
-from napari_pclesr.metrics import NOISE_RATIO_LIMIT, NOISE_SPACING_PX, gcf, noise_sigma
+from napari_pclesr.metrics import (
+    NOISE_RATIO_LIMIT,
+    NOISE_SPACING_PX,
+    gcf,
+    noise_sigma,
+    noisy_contrast,
+)
 
 SHAPE = (576, 576)
 DEMO_SEED = 1000  # the demo's test sequence: seed 0 + its TEST_SEED_OFFSET
@@ -56,7 +62,7 @@ def report(kind: str, frames: int, seed: int, checkpoint) -> None:
         ratios = {s: noise_sigma(image, mask, s) / lr_noise[s] for s in SPACINGS}
         cells = "".join(f"  {r.min():5.2f}–{r.max():5.2f}    " for r in ratios.values())
         delta = float(np.mean(gcf(image, mask) - lr_gcf))
-        flagged = delta > 0 and ratios[NOISE_SPACING_PX].mean() > NOISE_RATIO_LIMIT
+        flagged = noisy_contrast(delta, ratios[NOISE_SPACING_PX].mean())
         print(f"{name:28s}{cells}  {delta:+.3f}  {'⚠' if flagged else ''}")
 
 

@@ -74,22 +74,25 @@ def test_real_frames_are_scaled_by_their_type_and_floats_are_refused(tmp_path):
 # -- pretrained names ---------------------------------------------------------------------------
 
 
+def _tiny_config(out_dir, iterations: int, **changes) -> TrainConfig:
+    """A tiny FSRCNN run on :func:`_tiny_pairs`, validated at its last iteration."""
+    settings = dict(model="fsrcnn", hparams=TINY_FSRCNN, batch_size=4, patch_size=16)
+    return TrainConfig(
+        **settings,
+        iterations=iterations,
+        val_every=iterations,
+        device="cpu",
+        out_dir=str(out_dir),
+        **changes,
+    )
+
+
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """A pretrained folder holding one tiny FSRCNN, ``pretrained:tiny``."""
     folder = tmp_path / "shipped"
     folder.mkdir()
-    config = TrainConfig(
-        model="fsrcnn",
-        hparams=TINY_FSRCNN,
-        iterations=2,
-        batch_size=4,
-        patch_size=16,
-        val_every=2,
-        device="cpu",
-        out_dir=str(tmp_path / "run"),
-    )
-    result = train(config, data=_tiny_pairs())
+    result = train(_tiny_config(tmp_path / "run", iterations=2), data=_tiny_pairs())
     (folder / "tiny.pt").write_bytes(result.best_checkpoint.read_bytes())
     monkeypatch.setattr(pretrained, "_FOLDER", folder)
     return folder / "tiny.pt"
@@ -120,18 +123,8 @@ def test_pretrained_names_resolve_wherever_a_checkpoint_is_accepted(shipped, cap
 
 def test_fine_tuning_starts_from_the_given_weights(shipped, tmp_path):
     start = load_checkpoint("pretrained:tiny")["state_dict"]
-    config = TrainConfig(
-        model="fsrcnn",
-        hparams=TINY_FSRCNN,
-        iterations=1,
-        batch_size=4,
-        patch_size=16,
-        lr=1e-9,  # one tiny step: the weights stay where they started
-        val_every=1,
-        device="cpu",
-        out_dir=str(tmp_path / "tuned"),
-        init_weights="pretrained:tiny",
-    )
+    # One tiny step: the weights stay where they started.
+    config = _tiny_config(tmp_path / "tuned", iterations=1, lr=1e-9, init_weights="pretrained:tiny")
     result = train(config, data=_tiny_pairs())
     tuned = load_checkpoint(result.best_checkpoint)
     assert tuned["iteration"] == 1 and tuned["config"]["init_weights"] == "pretrained:tiny"

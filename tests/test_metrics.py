@@ -325,7 +325,9 @@ def test_noise_estimate_is_the_published_3x3_filter_inside_the_mask():
     rng = np.random.default_rng(5)
     image = smooth_image((80, 96)) + rng.normal(0, 0.03, (80, 96))
     response = np.abs(ndi.correlate(image, IMMERKAER_MASK))[1:-1, 1:-1]
-    assert IMMERKAER_MASK.sum() == 0 and (IMMERKAER_MASK**2).sum() == 36
+    # Immerkær 1996, eq. (2) and (4): the mask and σ = √(π/2) · mean|I ∗ N| / 6.
+    np.testing.assert_array_equal(IMMERKAER_MASK, [[1, -2, 1], [-2, 4, -2], [1, -2, 1]])
+    assert math.isclose(IMMERKAER_SCALE, math.sqrt(math.pi / 2) / 6, rel_tol=1e-12)
     assert noise_sigma(image) == pytest.approx(IMMERKAER_SCALE * response.mean(), rel=1e-12)
     mask = np.hypot(*(np.indices(image.shape) - np.array([[[40]], [[48]]]))) < 30
     # Only pixels whose whole 3×3 window lies inside the mask count.

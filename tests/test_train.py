@@ -315,6 +315,12 @@ def test_data_options_reach_the_generated_data_and_the_checkpoint(tmp_path):
     assert saved["data_options"] == {"n_sequences": 3, "n_frames": 2}
     with pytest.raises(ValueError, match=r"cannot be built with the options n_sequences='many'"):
         load_training_data(tiny_config(data_options={"n_sequences": "many"}))
+    # The cycle objective builds the same data with the same options.
+    from napari_pclesr.train.fibre_data import load_cycle_data
+
+    options = {"n_sequences": 3, "n_frames": 2}
+    cycle = tiny_config(objective="cycle", data="sample", data_options=options)
+    assert len(load_cycle_data(cycle)) == 3
 
 
 def test_cli_reports_a_bad_setting_in_one_line(tmp_path, capsys):

@@ -243,28 +243,14 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     for (set_name, method), members in sorted(
         groups.items(), key=lambda item: order.get(item[0][0], len(order))
     ):
-
-        def mean(key, members=members):
-            return float(np.mean([m[key] for m in members]))
-
-        def gain(key, members=members, set_name=set_name):
-            return float(np.mean([m[key] - lr[(set_name, m["image"])][key] for m in members]))
-
-        summary.append(
-            {
-                "set": set_name,
-                "method": method,
-                "images": len(members),
-                "ssim": mean("ssim"),
-                "ssim_gain": gain("ssim"),
-                "psnr": mean("psnr"),
-                "psnr_gain": gain("psnr"),
-                "delta_gcf": mean("delta_gcf"),
-                "tot_cs": mean("tot_cs"),
-                "noise_ratio": mean("noise_ratio"),
-                "noisy": bool(noisy_contrast(mean("delta_gcf"), mean("noise_ratio"))),
-            }
-        )
+        entry = {"set": set_name, "method": method, "images": len(members)}
+        for key in ("ssim", "psnr", "delta_gcf", "tot_cs", "noise_ratio"):
+            entry[key] = float(np.mean([m[key] for m in members]))
+            if key in ("ssim", "psnr"):
+                gains = [m[key] - lr[(set_name, m["image"])][key] for m in members]
+                entry[f"{key}_gain"] = float(np.mean(gains))
+        entry["noisy"] = noisy_contrast(entry["delta_gcf"], entry["noise_ratio"])
+        summary.append(entry)
     return summary
 
 

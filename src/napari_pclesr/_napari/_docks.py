@@ -271,10 +271,14 @@ def ssim_in_fov(image, reference, mask) -> float:
 
 
 def percentile_limits(data, mask=None) -> tuple[float, float]:
-    """Contrast limits at the 0.5 and 99.5 percentiles of the pixels inside ``mask``."""
+    """Contrast limits at the 0.5 and 99.5 percentiles of the finite pixels inside ``mask``
+    (all pixels when the mask is empty); (0, 1) when there is no finite pixel."""
     values = np.asarray(data)
     inside = values[..., mask] if mask is not None else values
     inside = inside if inside.size else values
+    inside = inside[np.isfinite(inside)]
+    if not inside.size:
+        return 0.0, 1.0
     low, high = (float(v) for v in np.percentile(inside, (0.5, 99.5)))
     return low, high if high > low else low + 1.0
 
@@ -615,6 +619,16 @@ class PclesrDock(QWidget):
                 form.set_row_visible(control, visible)
                 return
         native(control).setVisible(visible)
+
+    def follow_layers(self, callback: Callable | None = None) -> None:
+        """Call ``callback`` (by default :meth:`refresh_choices`) whenever a layer is added,
+        removed or moved, until the dock closes."""
+        for event in ("inserted", "removed", "reordered"):
+            self.listen(getattr(self.viewer.layers.events, event), callback or self.refresh_choices)
+
+    def _image_choices(self, _widget=None):
+        """The viewer's image layers, as ``choices`` of a magicgui combo box."""
+        return image_layer_choices(self.viewer)
 
     def refresh_choices(self, *_event) -> None:
         """Refresh the items of every choice control (e.g. after layers changed)."""

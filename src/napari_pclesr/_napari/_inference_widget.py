@@ -24,8 +24,9 @@ from napari_pclesr._napari._docks import (
     ROLE_KEY,
     WORSE_MARGIN,
     PclesrDock,
+    add_or_update_image,
+    device_choices,
     image_frames,
-    image_layer_choices,
     layer_fov_mask,
     layer_role,
     percentile_limits,
@@ -82,6 +83,8 @@ class InferenceResult:
     fov_mask: np.ndarray
     device: str
     elapsed_s: float
+    #: Computed in the worker: percentiles of a long stack would freeze the viewer.
+    contrast_limits: tuple[float, float] = (0.0, 1.0)
     settings: dict = field(default_factory=dict)
     check: dict | None = None
 
@@ -98,7 +101,6 @@ def pretrained_choices(names) -> list[tuple[str, str]]:
 
 def _load_catalogue() -> dict:
     from napari_pclesr import baselines, pretrained
-    from napari_pclesr._napari._docks import device_choices
 
     return {
         "baselines": baselines.available(),
@@ -192,8 +194,7 @@ class InferenceWidget(PclesrDock):
         self._source.changed.connect(self._show_source_options)
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
-        for event in ("inserted", "removed", "reordered"):
-            self.listen(getattr(self.viewer.layers.events, event), self.refresh_choices)
+        self.follow_layers()
         self.refresh_choices()
         self._show_source_options()
         self.load_in_background(
@@ -227,9 +228,6 @@ class InferenceWidget(PclesrDock):
         pick_default(self._image, self.viewer, ("lr",))
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _image_choices(self, _widget=None):
-        return image_layer_choices(self.viewer)
 
     def _fill_catalogue(self, catalogue: dict) -> None:
         chosen = self._source.value
@@ -331,16 +329,13 @@ class InferenceWidget(PclesrDock):
         }
         attributes = {
             "metadata": metadata,
-            "contrast_limits": percentile_limits(result.data, result.fov_mask),
+            "contrast_limits": result.contrast_limits,
             "scale": scale,
             "translate": translate,
         }
         previous = self._previous_result(metadata)
         if previous is not None:
-            previous.data = result.data
-            for key, value in attributes.items():
-                setattr(previous, key, value)
-            name = previous.name
+            name = add_or_update_image(self.viewer, previous.name, result.data, **attributes).name
         else:
             name = self.viewer.add_image(
                 result.data, name=RESULT_PREFIX + result.model_label, **attributes
@@ -440,8 +435,9 @@ def _super_resolve_streamed(job: dict):
         from napari_pclesr.data.patches import upscale_mask
 
         fov = upscale_mask(job["fov_mask"], scale)
+    data = output[0] if frames.ndim == 2 else output
     return InferenceResult(
-        data=output[0] if frames.ndim == 2 else output,
+        data=data,
         source_layer=job["layer"],
         model_label=model_label,
         checkpoint=checkpoint_path,
@@ -449,6 +445,7 @@ def _super_resolve_streamed(job: dict):
         fov_mask=fov,
         device=str(resolver.device),
         elapsed_s=time.perf_counter() - start,
+        contrast_limits=percentile_limits(data, fov),
         settings=settings,
         check=_check_against_reference(stack, output, fov, scale, job["references"]),
     )

@@ -251,8 +251,7 @@ class MetricsWidget(PclesrDock):
         self._watched: list = []
         self.current_table: ComparisonTable | None = None
         self._build_ui()
-        for event in ("inserted", "removed", "reordered"):
-            self.listen(getattr(self.viewer.layers.events, event), self._on_layers_changed)
+        self.follow_layers(self._on_layers_changed)
         self.listen(self.viewer.dims.events.current_step, self._on_frame_changed)
         for layer in self.viewer.layers:
             self._watch(layer)

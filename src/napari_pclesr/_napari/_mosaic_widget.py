@@ -20,9 +20,10 @@ from napari_pclesr._napari._docks import (
     ROLE_KEY,
     PclesrDock,
     add_or_update_image,
+    device_choices,
     image_frames,
-    image_layer_choices,
     layer_fov_mask,
+    percentile_limits,
     pick_default,
     set_choices,
     tip,
@@ -45,12 +46,6 @@ class MosaicFinished:
     messages: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     true_offsets: np.ndarray | None = None
-
-
-def _load_devices() -> list:
-    from napari_pclesr._napari._docks import device_choices
-
-    return device_choices()
 
 
 class MosaicWidget(PclesrDock):
@@ -127,11 +122,10 @@ class MosaicWidget(PclesrDock):
         self.registration = None
         self._run.changed.connect(self.run)
         self._stop.changed.connect(self.stop)
-        for event in ("inserted", "removed", "reordered"):
-            self.listen(getattr(self.viewer.layers.events, event), self.refresh_choices)
+        self.follow_layers()
         self.listen(self.viewer.dims.events.current_step, self._on_step)
         self.refresh_choices()
-        self.load_in_background(_load_devices, self._fill_devices, controls=(self._device,))
+        self.load_in_background(device_choices, self._fill_devices, controls=(self._device,))
 
     # -- public API (also used by tests and scripts) --------------------------------------------
 
@@ -154,9 +148,6 @@ class MosaicWidget(PclesrDock):
         pick_default(self._image, self.viewer, ("lr", "raw"))
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _image_choices(self, _widget=None):
-        return image_layer_choices(self.viewer)
 
     def _fill_devices(self, devices: list) -> None:
         set_choices(self._device, devices)
@@ -210,7 +201,7 @@ class MosaicWidget(PclesrDock):
         if result.mosaics:
             largest = registration.largest_segment()
             mosaic = next(m for m in result.mosaics if m.segment == largest)
-            limits = _limits(mosaic.image[mosaic.weight > 0.5])
+            limits = percentile_limits(mosaic.image[mosaic.weight > 0.5])
             # Mosaic pixel p is point p + origin of the segment's first frame: translated so,
             # the mosaic lies under that frame in the viewer.
             add_or_update_image(
@@ -294,14 +285,6 @@ def _run_pipeline(job: dict):
         elapsed_s=time.perf_counter() - start,
         true_offsets=job["true_offsets"],
     )
-
-
-def _limits(values: np.ndarray) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if not values.size:
-        return 0.0, 1.0
-    low, high = (float(v) for v in np.percentile(values, (0.5, 99.5)))
-    return low, high if high > low else low + 1.0
 
 
 def _truth_error(registration, true_offsets) -> float | None:

@@ -13,7 +13,6 @@ from napari_pclesr._napari._docks import (
     PclesrDock,
     add_or_update_image,
     image_frames,
-    image_layer_choices,
     percentile_limits,
     pick_default,
     points_layer_choices,
@@ -138,8 +137,7 @@ class SimulatorWidget(PclesrDock):
         self._layout_source.changed.connect(self._show_layout_options)
         for control in (self._sigma_mult, self._sigma_add, self._seed):
             control.changed.connect(self._on_parameter_change)
-        for event in ("inserted", "removed", "reordered"):
-            self.listen(getattr(self.viewer.layers.events, event), self.refresh_choices)
+        self.follow_layers()
         self.refresh_choices()
         self._show_layout_options()
 
@@ -175,9 +173,6 @@ class SimulatorWidget(PclesrDock):
         pick_default(self._image, self.viewer, ("hr",))
 
     # -- internals ------------------------------------------------------------------------------
-
-    def _image_choices(self, _widget=None):
-        return image_layer_choices(self.viewer)
 
     def _layout_choices(self, _widget=None):
         return [

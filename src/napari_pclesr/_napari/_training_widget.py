@@ -36,13 +36,14 @@ from magicgui.widgets import (
 from qtpy.QtCore import QTimer
 
 from napari_pclesr._napari._docks import (
+    FOV_MASK_KEY,
     ROLE_KEY,
     WORSE_MARGIN,
     PclesrDock,
     add_or_update_image,
     button_row,
+    device_choices,
     image_frames,
-    image_layer_choices,
     layer_fov_mask,
     percentile_limits,
     set_choices,
@@ -147,7 +148,6 @@ class DataSource:
 
 def _load_catalogue() -> dict:
     from napari_pclesr import losses, models
-    from napari_pclesr._napari._docks import device_choices
     from napari_pclesr.train import TrainConfig
 
     return {
@@ -200,8 +200,7 @@ class TrainingWidget(PclesrDock):
         self._stop.changed.connect(self.stop)
         self._use_best.changed.connect(lambda: self.open_in_inference("best"))
         self._use_last.changed.connect(lambda: self.open_in_inference("last"))
-        for event in ("inserted", "removed", "reordered"):
-            self.listen(getattr(self.viewer.layers.events, event), self.refresh_choices)
+        self.follow_layers()
         self._show_source_options()
         self._update_model_buttons()
         self.load_in_background(
@@ -550,9 +549,6 @@ class TrainingWidget(PclesrDock):
 
     # -- settings -------------------------------------------------------------------------------
 
-    def _image_choices(self, _widget=None):
-        return image_layer_choices(self.viewer)
-
     def _fill_catalogue(self, catalogue: dict) -> None:
         defaults = catalogue["defaults"]
         self.ready = False  # one parameter count at the end, not one per setting changed
@@ -800,18 +796,21 @@ class TrainingWidget(PclesrDock):
 
     def _show_preview(self, preview: TrainingPreview) -> None:
         """Show the preview's input and output side by side, right of the other layers."""
-        metadata = {"fov_mask": preview.fov_mask, "iteration": preview.iteration}
+        metadata = {FOV_MASK_KEY: preview.fov_mask, "iteration": preview.iteration}
         limits = percentile_limits(preview.lr, preview.fov_mask)
+        placement = {}
         if PREVIEW_INPUT not in self.viewer.layers:
             right = float(self.viewer.layers.extent.world[1][-1]) if self.viewer.layers else 0
-            self.viewer.add_image(
-                preview.lr,
-                name=PREVIEW_INPUT,
-                metadata={**metadata, ROLE_KEY: "preview"},
-                contrast_limits=limits,
-                translate=(0, right + PREVIEW_GAP),
-            )
-        source = self.viewer.layers[PREVIEW_INPUT]
+            placement["translate"] = (0, right + PREVIEW_GAP)
+        # Updated too: a new run may preview other data.
+        source = add_or_update_image(
+            self.viewer,
+            PREVIEW_INPUT,
+            preview.lr,
+            metadata={**metadata, ROLE_KEY: "preview"},
+            contrast_limits=limits,
+            **placement,
+        )
         upscaling = preview.sr.shape[-1] / preview.lr.shape[-1]
         left = source.translate[-1] + (preview.lr.shape[-1] + 0.5) * source.scale[-1]
         add_or_update_image(

@@ -222,7 +222,7 @@ def _recording_pairs(spec: DataSpec, scale: ScaleSpec, role: str):
                 stacklevel=2,
             )
             continue
-        lr.append(block[kept].astype(np.float32))
+        lr.append(block[kept])
         hr_hat.append(np.where(mask, target[kept], 0.0).astype(np.float32))
         masks.append(mask)
         names.append(f"{spec.path.stem}-{role}{index:02d}")

@@ -194,14 +194,12 @@ class ExportSource:
     @property
     def halo(self) -> int:
         """LR pixels a tile must overlap its neighbours by per side for an exact result: the
-        network's receptive-field radius (``_HALO`` when it cannot be derived)."""
-        from napari_pclesr.models import receptive_field_radius
+        network's receptive-field radius as tiled inference takes it (``_HALO`` when it is
+        unknown)."""
+        from napari_pclesr.infer import _receptive_field
 
-        try:
-            radius = receptive_field_radius(self.network)
-        except TypeError:
-            radius = None
-        return _HALO if radius is None else max(1, int(radius))
+        radius, _ = _receptive_field(self.network)
+        return _HALO if radius is None else max(1, radius)
 
     @property
     def min_side(self) -> int:

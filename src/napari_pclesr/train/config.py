@@ -391,12 +391,13 @@ class TrainConfig:
             return
         from napari_pclesr.train.paired_data import generated_data_options
 
-        if self.lr_data is not None or self.data not in generated_data_options():
+        options = generated_data_options()
+        if self.lr_data is not None or self.data not in options:
             raise ValueError(
                 "data_options apply to generated data ('sample' or 'mixed'), not to "
                 f"{self.lr_data or self.data!r}; remove them."
             )
-        allowed = generated_data_options()[self.data]
+        allowed = options[self.data]
         unknown = sorted(set(self.data_options) - set(allowed))
         if unknown:
             raise ValueError(

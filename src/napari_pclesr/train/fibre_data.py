@@ -48,6 +48,7 @@ from napari_pclesr.train.paired_data import (
     GENERATED_DATA,
     TrainingData,
     check_patch_size,
+    generated_data,
     split_data,
 )
 
@@ -67,7 +68,7 @@ def load_cycle_data(config: TrainConfig):
     if config.lr_data is not None:
         return LRRecordings.open(config.lr_data, frame_step=config.frame_step)
     if config.data in GENERATED_DATA:
-        return getattr(PairedSequences, config.data)(seed=config.seed, scale=config.scale)
+        return generated_data(config)
     layout = None
     if config.layout is not None and Path(config.layout).suffix.lower() in _LAYOUT_SUFFIXES:
         layout = FibreLayout.from_file(config.layout)

@@ -18,6 +18,7 @@ __all__ = [
     "GENERATED_DATA",
     "PairedTrainingData",
     "TrainingData",
+    "generated_data",
     "generated_data_options",
     "load_training_data",
     "split_data",
@@ -56,17 +57,23 @@ def load_training_data(config: TrainConfig) -> PairedSequences:
             raise ValueError(
                 f"--layout applies to folder data; the {config.data} data use synthetic bundles."
             )
-        generate = getattr(PairedSequences, config.data)
-        try:
-            return generate(seed=config.seed, scale=config.scale, **config.data_options)
-        except (TypeError, ValueError) as exc:
-            if not config.data_options:
-                raise
-            options = ", ".join(f"{k}={v!r}" for k, v in config.data_options.items())
-            raise ValueError(
-                f"the {config.data} data cannot be built with the options {options}: {exc}"
-            ) from exc
+        return generated_data(config)
     return PairedSequences.from_folder(config.data, layout=layout, scale=config.scale)
+
+
+def generated_data(config: TrainConfig) -> PairedSequences:
+    """The generated data named by ``config.data`` (one of :data:`GENERATED_DATA`), built with
+    ``config.data_options``."""
+    generate = getattr(PairedSequences, config.data)
+    try:
+        return generate(seed=config.seed, scale=config.scale, **config.data_options)
+    except (TypeError, ValueError) as exc:
+        if not config.data_options:
+            raise
+        options = ", ".join(f"{k}={v!r}" for k, v in config.data_options.items())
+        raise ValueError(
+            f"the {config.data} data cannot be built with the options {options}: {exc}"
+        ) from exc
 
 
 def split_data(data, config: TrainConfig, kinds: tuple[type, ...] = (PairedSequences,)):
